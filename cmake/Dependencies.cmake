@@ -1,0 +1,22 @@
+# Every third-party dependency is looked up here, from Debian 12 packages.
+find_package(Threads REQUIRED)
+find_package(absl REQUIRED)
+find_package(DCMTK REQUIRED CONFIG)
+find_package(yaml-cpp REQUIRED)
+find_package(spdlog REQUIRED)
+find_package(nlohmann_json REQUIRED)
+find_package(prometheus-cpp REQUIRED)
+find_package(CLI11 QUIET)
+find_package(OpenSSL REQUIRED)
+find_package(GTest REQUIRED)
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(PQXX REQUIRED IMPORTED_TARGET libpqxx)
+
+# Debian builds cpp-httplib as a shared library, not header-only.
+pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
+add_library(secondread_httplib INTERFACE)
+target_link_libraries(secondread_httplib INTERFACE PkgConfig::HTTPLIB)
+
+find_path(CLI11_INCLUDE_DIR CLI/CLI.hpp REQUIRED)
+add_library(secondread_cli11 INTERFACE)
+target_include_directories(secondread_cli11 SYSTEM INTERFACE ${CLI11_INCLUDE_DIR})

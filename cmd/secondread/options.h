@@ -1,0 +1,25 @@
+// The node's options, parsed once from YAML plus command-line overrides.
+#pragma once
+
+#include "common/config.h"
+#include "common/http_server.h"
+#include "common/log.h"
+#include "scp/dicom_server.h"
+#include "scp/spool.h"
+#include "worklist/pg_pool.h"
+
+namespace secondread {
+
+struct NodeOptions {
+  scp::ScpOptions dicom;
+  scp::SpoolOptions spool;
+  uint64_t max_instance_bytes = 2ull << 30;
+  worklist::DatabaseOptions database;
+  bool migrate_on_start = false;
+  HttpOptions http;
+  log::LogOptions log;
+};
+
+absl::StatusOr<NodeOptions> ParseNodeOptions(config::ConfigTree& tree);
+
+}  // namespace secondread

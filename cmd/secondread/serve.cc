@@ -1,0 +1,71 @@
+#include "cmd/secondread/serve.h"
+
+#include <signal.h>
+
+#include <thread>
+
+#include "common/http_server.h"
+#include "common/log.h"
+#include "scp/recovery.h"
+#include "worklist/migrations.h"
+#include "worklist/registry.h"
+
+namespace secondread {
+
+absl::Status Serve(const NodeOptions& options) {
+  // Block termination signals in every thread; one thread waits for them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  if (options.migrate_on_start) {
+    ASSIGN_OR_RETURN(auto migrated, worklist::Migrate(options.database, -1));
+    log::Info("schema_migrated", {{"from", migrated.from_version}, {"to", migrated.to_version}});
+  }
+  ASSIGN_OR_RETURN(auto migrations, worklist::EmbeddedMigrations());
+  ASSIGN_OR_RETURN(int schema, worklist::CurrentSchemaVersion(options.database));
+  if (schema != migrations.back().version) {
+    return absl::FailedPreconditionError("database schema is at version " + std::to_string(schema) +
+                                         ", this binary needs " + std::to_string(migrations.back().version) +
+                                         ": run `secondread migrate`");
+  }
+
+  ASSIGN_OR_RETURN(auto spool, scp::Spool::Open(options.spool));
+  worklist::PgRegistry registry(options.database);
+  ASSIGN_OR_RETURN(auto recovered, scp::RecoverSpool(*spool, registry));
+  (void)recovered;
+
+  metrics::MetricsRegistry metrics;
+  scp::ScpMetrics scp_metrics(metrics);
+  scp::StoreProcessor processor(options.max_instance_bytes, spool.get(), &registry, &scp_metrics);
+  ASSIGN_OR_RETURN(auto server, scp::DicomServer::Create(options.dicom, &processor, &registry, &scp_metrics));
+
+  ASSIGN_OR_RETURN(auto http, OpsHttpServer::Start(options.http, &metrics, [&]() -> absl::Status {
+                     RETURN_IF_ERROR(registry.Ping());
+                     return spool->CheckWritable();
+                   }));
+
+  std::thread waiter([&] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    log::Info("shutdown_requested", {{"signal", sig}});
+    server->Stop();
+  });
+  log::Info("node_started", {{"ae_title", options.dicom.ae_title},
+                             {"dicom_port", options.dicom.port},
+                             {"http_port", http->port()}});
+  absl::Status st = server->Run();
+  // Wake the waiter if the listener ended on its own.
+  if (waiter.joinable()) {
+    pthread_kill(waiter.native_handle(), SIGTERM);
+    waiter.join();
+  }
+  http->Stop();
+  log::Info("node_stopped", {{"ok", st.ok()}});
+  return st;
+}
+
+}  // namespace secondread

@@ -1,0 +1,398 @@
+// Everything that touches DCMTK's network layer. Mirrors Orthanc's
+// Internals/: DCMTK callbacks are caught here and turned into DIMSE statuses.
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <random>
+
+#include "common/log.h"
+#include "dcmtk/config/osconfig.h"
+#include "dcmtk/dcmdata/dcdeftag.h"
+#include "dcmtk/dcmdata/dcfilefo.h"
+#include "dcmtk/dcmdata/dcmetinf.h"
+#include "dcmtk/dcmdata/dcostrma.h"
+#include "dcmtk/dcmdata/dcxfer.h"
+#include "dcmtk/dcmdata/dcuid.h"
+#include "dcmtk/dcmnet/dcmtrans.h"
+#include "dcmtk/dcmnet/diutil.h"
+#include "dcmtk/dcmnet/dimse.h"
+#include "dcmtk/dcmnet/scppool.h"
+#include "dcmtk/dcmnet/scpthrd.h"
+#include "dcmtk/oflog/oflog.h"
+#include "scp/dicom_server.h"
+
+namespace secondread::scp {
+namespace {
+
+// Streams a received dataset to the spool file descriptor. Past the size limit
+// or after a write error it keeps draining the network but stops writing, so
+// the sender gets a proper refusal and the disk is not filled.
+class SpoolConsumer : public DcmConsumer {
+ public:
+  SpoolConsumer(int fd, uint64_t limit) : fd_(fd), limit_(limit) {}
+  OFBool good() const override { return OFTrue; }
+  OFCondition status() const override { return EC_Normal; }
+  OFBool isFlushed() const override { return OFTrue; }
+  offile_off_t avail() const override { return 1 << 30; }
+  offile_off_t write(const void* buf, offile_off_t buflen) override {
+    stats_.bytes += static_cast<uint64_t>(buflen);
+    if (stats_.over_limit || stats_.write_errno != 0) return buflen;
+    if (stats_.bytes > limit_) {
+      stats_.over_limit = true;
+      return buflen;
+    }
+    const char* p = static_cast<const char*>(buf);
+    offile_off_t left = buflen;
+    while (left > 0) {
+      ssize_t n = ::write(fd_, p, static_cast<size_t>(left));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        stats_.write_errno = errno;
+        return buflen;
+      }
+      p += n;
+      left -= n;
+    }
+    file_bytes_ += static_cast<uint64_t>(buflen);
+    // Start write-back while later PDVs arrive, so the fdatasync before the
+    // response has little left to flush.
+    if (file_bytes_ - synced_ >= kWritebackChunk) {
+      ::sync_file_range(fd_, static_cast<off64_t>(synced_), static_cast<off64_t>(file_bytes_ - synced_),
+                        SYNC_FILE_RANGE_WRITE);
+      synced_ = file_bytes_;
+    }
+    return buflen;
+  }
+  void flush() override {}
+  // What was written so far is the meta header: from here on bytes count
+  // against the instance size limit and the received-bytes statistics.
+  void StartDataset() { stats_.bytes = 0; }
+  const ReceiveStats& stats() const { return stats_; }
+
+ private:
+  static constexpr uint64_t kWritebackChunk = 1 << 20;
+  int fd_;
+  uint64_t limit_;
+  uint64_t file_bytes_ = 0;
+  uint64_t synced_ = 0;
+  ReceiveStats stats_;
+};
+
+class SpoolOutputStream : public DcmOutputStream {
+ public:
+  explicit SpoolOutputStream(SpoolConsumer* consumer) : DcmOutputStream(consumer) {}
+};
+
+bool WriteMetaHeader(const StoreRequest& request, const std::string& calling_ae, DcmOutputStream& out) {
+  DcmFileFormat ff;
+  DcmDataset* ds = ff.getDataset();
+  ds->putAndInsertString(DCM_SOPClassUID, request.sop_class_uid.c_str());
+  ds->putAndInsertString(DCM_SOPInstanceUID, request.sop_instance_uid.c_str());
+  E_TransferSyntax xfer = DcmXfer(request.transfer_syntax_uid.c_str()).getXfer();
+  DcmMetaInfo* meta = ff.getMetaInfo();
+  // Before validateMetaInfo(), which computes the group length.
+  meta->putAndInsertString(DCM_SourceApplicationEntityTitle, calling_ae.c_str());
+  if (ff.validateMetaInfo(xfer).bad()) return false;
+  meta->transferInit();
+  OFCondition cond = meta->write(out, EXS_LittleEndianExplicit, EET_ExplicitLength, nullptr);
+  meta->transferEnd();
+  return cond.good();
+}
+
+std::string NewAssociationId() {
+  thread_local std::mt19937_64 rng(std::random_device{}());
+  char buf[33];
+  std::snprintf(buf, sizeof buf, "%016llx%016llx", static_cast<unsigned long long>(rng()),
+                static_cast<unsigned long long>(rng()));
+  return buf;
+}
+
+struct Context {
+  ScpOptions options;
+  StoreProcessor* processor;
+  InstanceSink* sink;
+  ScpMetrics* metrics;
+  Spool* spool;
+};
+
+class Pool;
+
+class Worker : public DcmBaseSCPPool::DcmBaseSCPWorker, private DcmThreadSCP {
+ public:
+  Worker(DcmBaseSCPPool& pool, const Context& ctx) : DcmBaseSCPWorker(pool), DcmThreadSCP(), ctx_(ctx) {}
+
+  OFCondition setSharedConfig(const DcmSharedSCPConfig& config) override {
+    return DcmThreadSCP::setSharedConfig(config);
+  }
+  OFBool busy() override { return DcmThreadSCP::isConnected(); }
+
+ protected:
+  OFCondition workerListen(T_ASC_Association* const assoc) override {
+    assoc_ = assoc;
+    summary_ = AssociationSummary{};
+    summary_.association.id = NewAssociationId();
+    summary_.outcome = "released";
+    accepted_ = false;
+    OFCondition cond;
+    try {
+      cond = DcmThreadSCP::run(assoc);
+    } catch (const std::exception& e) {
+      log::Error("association_exception", {{"association", summary_.association.id}, {"error", e.what()}});
+      cond = EC_IllegalCall;
+    }
+    if (accepted_) {
+      ctx_.metrics->active_associations.Decrement();
+      if (ctx_.sink) ctx_.sink->AssociationEnded(summary_);
+      log::Info("association_ended", {{"association", summary_.association.id},
+                                      {"calling_ae", summary_.association.calling_ae},
+                                      {"outcome", summary_.outcome},
+                                      {"stored", summary_.instances_stored},
+                                      {"refused", summary_.instances_refused},
+                                      {"bytes", summary_.bytes_received}});
+    }
+    assoc_ = nullptr;
+    return cond;
+  }
+
+  OFBool checkCalledAETitleAccepted(const OFString& called) override {
+    if (!ctx_.options.check_called_ae || called == ctx_.options.ae_title.c_str()) return OFTrue;
+    Reject("called_ae_not_recognized");
+    return OFFalse;
+  }
+
+  OFBool checkCallingAETitleAccepted(const OFString& calling) override {
+    std::string host = getPeerIP().c_str();
+    if (CallerAllowed(ctx_.options.allowed_callers, calling.c_str(), host)) return OFTrue;
+    Reject("calling_ae_not_allowed");
+    return OFFalse;
+  }
+
+  void notifyAssociationAcknowledge() override {
+    accepted_ = true;
+    ctx_.metrics->associations_accepted.Increment();
+    ctx_.metrics->active_associations.Increment();
+    summary_.association.calling_ae = getPeerAETitle().c_str();
+    summary_.association.called_ae = getCalledAETitle().c_str();
+    summary_.association.peer_host = getPeerIP().c_str();
+    log::Info("association_accepted", {{"association", summary_.association.id},
+                                       {"calling_ae", summary_.association.calling_ae},
+                                       {"peer", summary_.association.peer_host}});
+  }
+
+  void notifyAbortRequest() override { summary_.outcome = "aborted"; }
+  void notifyConnectionTimeout() override { summary_.outcome = "timeout"; }
+  void notifyDIMSEError(const OFCondition& cond) override {
+    if (summary_.outcome == "released") summary_.outcome = "error";
+    log::Warn("dimse_error", {{"association", summary_.association.id}, {"error", cond.text()}});
+  }
+
+  OFCondition handleIncomingCommand(T_DIMSE_Message* msg, const DcmPresentationContextInfo& info) override {
+    if (msg->CommandField == DIMSE_C_STORE_RQ) return HandleStore(msg->msg.CStoreRQ, info);
+    return DcmThreadSCP::handleIncomingCommand(msg, info);
+  }
+
+ private:
+  void Reject(const char* reason) {
+    ctx_.metrics->associations_rejected.Increment();
+    // The offered AE title is allow-listed or not; either way it is not PHI.
+    log::Warn("association_rejected",
+              {{"reason", reason}, {"calling_ae", getPeerAETitle().c_str()}, {"peer", getPeerIP().c_str()}});
+  }
+
+  OFCondition HandleStore(T_DIMSE_C_StoreRQ& req, const DcmPresentationContextInfo& info) {
+    auto start = std::chrono::steady_clock::now();
+    StoreRequest request{req.AffectedSOPClassUID, req.AffectedSOPInstanceUID, info.acceptedTransferSyntax.c_str()};
+    T_ASC_PresentationContextID pres_id = info.presentationContextID;
+    const DcmSCPConfig& cfg = getConfig();
+    DimseOutcome outcome;
+
+    std::optional<DimseOutcome> pre = ctx_.processor->Precheck(request);
+    std::optional<TempFile> temp;
+    if (!pre) {
+      auto created = ctx_.spool->CreateTemp();
+      if (created.ok()) {
+        temp.emplace(std::move(*created));
+      } else {
+        pre = DimseOutcome{dimse_status::kOutOfResources, "storage_error", "Spool temp file could not be created"};
+      }
+    }
+    if (pre) {
+      DIC_UL bytes = 0, pdvs = 0;
+      OFCondition cond = DIMSE_ignoreDataSet(assoc_, cfg.getDIMSEBlockingMode(), cfg.getDIMSETimeout(), &bytes, &pdvs);
+      if (cond.bad()) return cond;
+      ctx_.metrics->bytes_received.Increment(bytes);
+      summary_.bytes_received += bytes;
+      outcome = ctx_.processor->Refuse(pre->status, pre->reason, pre->comment, summary_.association);
+    } else {
+      // We write the Part 10 meta header from the request, then append the
+      // dataset exactly as received, without re-encoding.
+      SpoolConsumer consumer(temp->fd(), ctx_.processor->max_instance_bytes());
+      SpoolOutputStream stream(&consumer);
+      if (!WriteMetaHeader(request, summary_.association.calling_ae, stream)) {
+        return EC_IllegalCall;
+      }
+      consumer.StartDataset();
+      T_ASC_PresentationContextID data_pres_id = pres_id;
+      OFCondition cond = DIMSE_receiveDataSetInFile(assoc_, cfg.getDIMSEBlockingMode(), cfg.getDIMSETimeout(), &data_pres_id,
+                                        &stream, nullptr, nullptr);
+      ctx_.metrics->bytes_received.Increment(static_cast<double>(consumer.stats().bytes));
+      summary_.bytes_received += consumer.stats().bytes;
+      if (cond.bad()) {
+        // The peer vanished or broke the protocol mid-dataset: the temp file
+        // is removed when `temp` goes out of scope, nothing is registered.
+        summary_.outcome = "aborted";
+        log::Warn("store_incomplete", {{"association", summary_.association.id}, {"error", cond.text()}});
+        return cond;
+      }
+      if (data_pres_id != pres_id) {
+        outcome = ctx_.processor->Refuse(dimse_status::kCannotUnderstand, "unparsable",
+                                         "Dataset arrived on a different presentation context", summary_.association);
+      } else {
+        outcome = ctx_.processor->Complete(request, summary_.association, std::move(*temp), consumer.stats());
+      }
+    }
+    if (outcome.ok()) {
+      ++summary_.instances_stored;
+    } else {
+      ++summary_.instances_refused;
+    }
+    DcmDataset* detail = nullptr;
+    if (!outcome.ok() && !outcome.comment.empty()) {
+      detail = new DcmDataset();
+      detail->putAndInsertString(DCM_ErrorComment, outcome.comment.substr(0, 64).c_str());
+    }
+    OFCondition sent = sendSTOREResponse(pres_id, req.MessageID, req.AffectedSOPClassUID, req.AffectedSOPInstanceUID,
+                                         outcome.status, detail);
+    delete detail;
+    ctx_.metrics->store_latency.Observe(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    return sent;
+  }
+
+  Context ctx_;
+  T_ASC_Association* assoc_ = nullptr;
+  AssociationSummary summary_;
+  bool accepted_ = false;
+};
+
+class Pool : public DcmBaseSCPPool {
+ public:
+  explicit Pool(Context ctx) : ctx_(std::move(ctx)) {}
+
+ protected:
+  DcmBaseSCPWorker* createSCPWorker() override { return new Worker(*this, ctx_); }
+
+ private:
+  Context ctx_;
+};
+
+const char* const kTransferSyntaxes[] = {
+    UID_LittleEndianExplicitTransferSyntax,
+    UID_LittleEndianImplicitTransferSyntax,
+    UID_BigEndianExplicitTransferSyntax,
+    UID_DeflatedExplicitVRLittleEndianTransferSyntax,
+    UID_JPEGProcess1TransferSyntax,
+    UID_JPEGProcess2_4TransferSyntax,
+    UID_JPEGProcess14TransferSyntax,
+    UID_JPEGProcess14SV1TransferSyntax,
+    UID_JPEGLSLosslessTransferSyntax,
+    UID_JPEGLSLossyTransferSyntax,
+    UID_RLELosslessTransferSyntax,
+    UID_JPEG2000LosslessOnlyTransferSyntax,
+    UID_JPEG2000TransferSyntax,
+};
+
+}  // namespace
+
+absl::StatusOr<CallerRule> ParseCallerRule(const std::string& text) {
+  CallerRule rule;
+  auto at = text.find('@');
+  rule.ae_title = text.substr(0, at);
+  if (at != std::string::npos) rule.host = text.substr(at + 1);
+  if (rule.ae_title.empty() || rule.ae_title.size() > 16) {
+    return absl::InvalidArgumentError("AE title must have 1 to 16 characters: '" + text + "'");
+  }
+  if (at != std::string::npos && rule.host.empty()) return absl::InvalidArgumentError("empty host in '" + text + "'");
+  return rule;
+}
+
+bool CallerAllowed(const std::vector<CallerRule>& rules, const std::string& calling_ae, const std::string& peer_host) {
+  for (const auto& rule : rules) {
+    if (rule.ae_title == calling_ae && (rule.host.empty() || rule.host == peer_host)) return true;
+  }
+  return false;
+}
+
+struct DicomServer::Impl {
+  Context ctx;
+  std::unique_ptr<Pool> pool;
+};
+
+DicomServer::DicomServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+DicomServer::~DicomServer() = default;
+
+absl::StatusOr<std::unique_ptr<DicomServer>> DicomServer::Create(const ScpOptions& options, StoreProcessor* processor,
+                                                                 InstanceSink* sink, ScpMetrics* metrics) {
+  if (options.ae_title.empty() || options.ae_title.size() > 16) {
+    return absl::InvalidArgumentError("dicom.ae_title must have 1 to 16 characters");
+  }
+  if (options.max_associations < 1 || options.max_associations > 1000) {
+    return absl::InvalidArgumentError("dicom.max_associations must be between 1 and 1000");
+  }
+  // DCMTK's own logger writes free text; our JSON log carries what matters.
+  OFLog::configure(OFLogger::FATAL_LOG_LEVEL);
+  // Reverse DNS would stall association set-up and the allow-list matches IPs.
+  dcmDisableGethostbyaddr.set(OFTrue);
+  // DCMTK 3.6.7 leaves Nagle's algorithm on unless this documented variable
+  // is set when a connection is accepted; with one outstanding C-STORE per
+  // association Nagle costs a delayed-ACK wait on every response.
+  ::setenv("TCP_NODELAY", "1", 1);
+
+  auto impl = std::make_unique<Impl>();
+  impl->ctx = Context{options, processor, sink, metrics, nullptr};
+  impl->ctx.spool = processor ? processor->spool() : nullptr;
+  impl->pool = std::make_unique<Pool>(impl->ctx);
+  DcmSCPConfig& cfg = impl->pool->getConfig();
+  cfg.setAETitle(options.ae_title.c_str());
+  cfg.setPort(options.port);
+  cfg.setMaxReceivePDULength(options.max_pdu_bytes);
+  cfg.setConnectionBlockingMode(DUL_NOBLOCK);
+  cfg.setConnectionTimeout(1);
+  cfg.setDIMSEBlockingMode(DIMSE_NONBLOCKING);
+  cfg.setDIMSETimeout(static_cast<Uint32>(options.idle_timeout_s));
+  cfg.setACSETimeout(static_cast<Uint32>(std::min(options.idle_timeout_s, 30)));
+  cfg.setHostLookupEnabled(OFFalse);
+
+  OFList<OFString> all_ts;
+  for (const char* ts : kTransferSyntaxes) all_ts.push_back(ts);
+  OFList<OFString> uncompressed;
+  uncompressed.push_back(UID_LittleEndianExplicitTransferSyntax);
+  uncompressed.push_back(UID_LittleEndianImplicitTransferSyntax);
+  uncompressed.push_back(UID_BigEndianExplicitTransferSyntax);
+  if (cfg.addPresentationContext(UID_VerificationSOPClass, uncompressed).bad()) {
+    return absl::InternalError("cannot configure Verification presentation context");
+  }
+  for (int i = 0; i < numberOfDcmAllStorageSOPClassUIDs; ++i) {
+    // Duplicates in DCMTK's table are harmless to skip.
+    (void)cfg.addPresentationContext(dcmAllStorageSOPClassUIDs[i], all_ts);
+  }
+  impl->pool->setMaxThreads(static_cast<Uint16>(options.max_associations));
+  return std::unique_ptr<DicomServer>(new DicomServer(std::move(impl)));
+}
+
+absl::Status DicomServer::Run() {
+  log::Info("dicom_listening", {{"ae_title", impl_->ctx.options.ae_title}, {"port", impl_->ctx.options.port}});
+  OFCondition cond = impl_->pool->listen();
+  if (cond.bad()) return absl::UnavailableError(std::string("DICOM listener failed: ") + cond.text());
+  return absl::OkStatus();
+}
+
+void DicomServer::Stop() { impl_->pool->stopAfterCurrentAssociations(); }
+
+}  // namespace secondread::scp
