@@ -2,6 +2,8 @@
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="${SECONDREAD_BUILD_DIR:-$REPO_ROOT/build}"
 SECONDREAD_BIN="${SECONDREAD_BIN:-$BUILD_DIR/cmd/secondread/secondread}"
+# Debian's interpreter, which has python3-pydicom.
+PY=/usr/bin/python3
 
 pg_bin() {
   local d
@@ -12,7 +14,7 @@ pg_bin() {
 
 # Prints a free TCP port on 127.0.0.1.
 free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+  $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
 # Runs a command as the postgres user when we are root (initdb refuses root).

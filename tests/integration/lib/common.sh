@@ -1,0 +1,81 @@
+# Shared helpers for integration tests; sourced by each *_test.sh.
+# Usage in a test:  source "$(dirname "$0")/lib/common.sh"; it_setup "$@"
+set -euo pipefail
+IT_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)"
+source "$IT_REPO/scripts/lib.sh"
+export TCP_NODELAY=1
+TEST_NAME=$(basename "$0" .sh)
+TEST_DATA=/usr/lib/python3/dist-packages/pydicom/data/test_files
+STORE_PROBE=${STORE_PROBE:-$BUILD_DIR/tests/store_probe}
+PASSED=0
+
+it_setup() {  # [WORK_DIR]
+  WORK=${1:-$(mktemp -d)}
+  rm -rf "$WORK"
+  mkdir -p "$WORK"
+  NODE="$WORK/node"
+  trap it_cleanup EXIT
+}
+
+it_cleanup() {
+  local rc=$?
+  [ -n "${NODE:-}" ] && "$IT_REPO/scripts/dev-down" "$NODE" >/dev/null 2>&1
+  if [ $rc -ne 0 ]; then
+    echo "---- $TEST_NAME failed; last node log lines:" >&2
+    tail -n 30 "$NODE/log/secondread.log" 2>/dev/null >&2 || true
+  fi
+  exit $rc
+}
+
+node_up() {  # [dev-up args...]
+  "$IT_REPO/scripts/dev-up" "$NODE" "$@" >/dev/null
+  # shellcheck disable=SC1091
+  source "$NODE/env"
+}
+
+node_restart() {  # [dev-up args...]
+  local pid
+  pid=$(cat "$NODE/secondread.pid")
+  kill -TERM "$pid" 2>/dev/null || true
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+  "$IT_REPO/scripts/dev-up" "$NODE" --node-only "$@" >/dev/null
+  source "$NODE/env"
+}
+
+fail() { echo "FAIL [$TEST_NAME]: $*" >&2; exit 1; }
+pass() { PASSED=$((PASSED + 1)); echo "PASS [$TEST_NAME]: $*"; }
+finish() { echo "$TEST_NAME: $PASSED passed, 0 failed"; }
+
+sql() { psql "$SECONDREAD_DATABASE_URL" -qAt -v ON_ERROR_STOP=1 -c "$1"; }
+
+# storescu as a PACS would run it: Nagle off, 128 KiB PDU. Extra storescu
+# options go in SEND_OPTS; the arguments are files.
+send() {  # files...
+  # shellcheck disable=SC2086
+  storescu --max-pdu 131072 -aet "${SEND_AET:-STORESCU}" -aec SECONDREAD ${SEND_OPTS:-} \
+    127.0.0.1 "$SECONDREAD_DICOM_PORT" "$@"
+}
+
+metric() {  # name-with-labels -> value (0 when absent)
+  curl -fsS "$SECONDREAD_METRICS_URL" | awk -v m="$1" '$1 == m { print $2; found=1 } END { if (!found) print 0 }'
+}
+
+dicom_uid() {  # file -> SOP Instance UID
+  dcmdump -q +P 0008,0018 "$1" | sed -n 's/.*\[\(.*\)\].*/\1/p' | head -n 1
+}
+
+spool_path() {  # spool_name -> path
+  echo "$SECONDREAD_SPOOL/objects/${1:0:2}/$1.dcm"
+}
+
+# The dataset bytes of a Part 10 file: everything after the meta group.
+dataset_sha() {
+  $PY - "$1" <<'PYEOF'
+import hashlib, struct, sys
+data = open(sys.argv[1], "rb").read()
+assert data[128:132] == b"DICM", "not a Part 10 file"
+assert data[132:136] == b"\x02\x00\x00\x00", "meta group length missing"
+end = 144 + struct.unpack("<I", data[140:144])[0]
+print(hashlib.sha256(data[end:]).hexdigest())
+PYEOF
+}

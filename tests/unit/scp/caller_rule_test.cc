@@ -1,0 +1,32 @@
+#include <gtest/gtest.h>
+
+#include "scp/dicom_server.h"
+
+namespace secondread::scp {
+namespace {
+
+TEST(CallerRuleTest, ParsesAeAndOptionalHost) {
+  auto a = ParseCallerRule("STORESCU");
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->ae_title, "STORESCU");
+  EXPECT_EQ(a->host, "");
+  auto b = ParseCallerRule("PACS@10.1.2.3");
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(b->ae_title, "PACS");
+  EXPECT_EQ(b->host, "10.1.2.3");
+  EXPECT_FALSE(ParseCallerRule("").ok());
+  EXPECT_FALSE(ParseCallerRule("X@").ok());
+  EXPECT_FALSE(ParseCallerRule("AN_AE_TITLE_THAT_IS_TOO_LONG").ok());
+}
+
+TEST(CallerRuleTest, AllowListHonoursHostBinding) {
+  std::vector<CallerRule> rules = {{"STORESCU", ""}, {"PACS", "10.1.2.3"}};
+  EXPECT_TRUE(CallerAllowed(rules, "STORESCU", "192.168.0.9"));
+  EXPECT_TRUE(CallerAllowed(rules, "PACS", "10.1.2.3"));
+  EXPECT_FALSE(CallerAllowed(rules, "PACS", "10.1.2.4"));
+  EXPECT_FALSE(CallerAllowed(rules, "EVIL", "10.1.2.3"));
+  EXPECT_FALSE(CallerAllowed({}, "STORESCU", "127.0.0.1"));
+}
+
+}  // namespace
+}  // namespace secondread::scp
