@@ -24,7 +24,7 @@ KINDS = {
 ROOT = "1.2.826.0.1.3680043.10.1139."
 
 
-def make(path, kind, study_uid, series_uid, index, rng, pixel_block):
+def make(path, kind, study_uid, series_uid, index, patient_id, accession, pixel_block):
     sop_class, modality, cols, rows, body = KINDS[kind]
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class
@@ -39,13 +39,13 @@ def make(path, kind, study_uid, series_uid, index, rng, pixel_block):
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     ds.StudyDate = "20261101"
     ds.StudyTime = "101500"
-    ds.AccessionNumber = "ACC%06d" % rng.randrange(10**6)
+    ds.AccessionNumber = accession
     ds.Modality = modality
     ds.ReferringPhysicianName = "Referrer^Test"
     ds.StudyDescription = "Synthetic %s study" % modality
     ds.SeriesDescription = "Synthetic %s series" % modality
     ds.PatientName = "Synthetic^Patient"
-    ds.PatientID = "SYN%06d" % rng.randrange(10**6)
+    ds.PatientID = patient_id
     ds.PatientBirthDate = "19700101"
     ds.PatientSex = "O"
     ds.BodyPartExamined = body
@@ -91,8 +91,12 @@ def main():
     block = bytes((rng.getrandbits(8) & 0x0F) if i % 2 else rng.getrandbits(8) for i in range(1 << 16))
     study = a.study_uid or generate_uid(prefix=ROOT)
     series = generate_uid(prefix=ROOT)
+    # One patient and one accession per study, as a modality would send.
+    patient_id = "SYN%06d" % rng.randrange(10**6)
+    accession = "ACC%06d" % rng.randrange(10**6)
     for i in range(a.count):
-        make(os.path.join(a.outdir, "%s_%05d.dcm" % (a.kind, i)), a.kind, study, series, i, rng, block)
+        make(os.path.join(a.outdir, "%s_%05d.dcm" % (a.kind, i)), a.kind, study, series, i, patient_id, accession,
+             block)
     print(a.outdir)
 
 
