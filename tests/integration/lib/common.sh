@@ -20,6 +20,13 @@ it_setup() {  # [WORK_DIR]
 it_cleanup() {
   local rc=$?
   [ -n "${NODE:-}" ] && "$IT_REPO/scripts/dev-down" "$NODE" >/dev/null 2>&1
+  # dev-up keeps PostgreSQL's data outside DIR when the server user cannot
+  # reach DIR; that copy is the test's to remove.
+  if [ -L "${NODE:-}/pg" ]; then
+    local real
+    real=$(readlink -f "$NODE/pg")
+    case "$real" in /tmp/secondread-pg.*) rm -rf "$real" ;; esac
+  fi
   if [ $rc -ne 0 ]; then
     echo "---- $TEST_NAME failed; last node log lines:" >&2
     tail -n 30 "$NODE/log/secondread.log" 2>/dev/null >&2 || true
