@@ -1,6 +1,6 @@
 // Structured JSON-lines logging. Every line is one JSON object with a
-// timestamp, a level, an event name and fields we generate. PHI may only be
-// passed at debug level (see LogOptions::phi_at_debug).
+// timestamp, a level, an event name and fields we generate. Patient data may
+// only be passed at debug level, which is off unless log.level says debug.
 #pragma once
 
 #include <string>

@@ -8,9 +8,32 @@
 namespace secondread::scp {
 namespace {
 
+// Keeps valid UTF-8 sequences and replaces every other byte with U+FFFD, so a
+// dataset with a wrong or missing Specific Character Set still registers.
+std::string ValidUtf8(const std::string& in) {
+  std::string out;
+  out.reserve(in.size());
+  size_t i = 0;
+  while (i < in.size()) {
+    unsigned char c = static_cast<unsigned char>(in[i]);
+    size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    bool ok = len > 0 && i + len <= in.size() && c != 0;
+    for (size_t k = 1; ok && k < len; ++k) ok = (static_cast<unsigned char>(in[i + k]) >> 6) == 0x2;
+    if (ok && len == 2 && c < 0xC2) ok = false;
+    if (ok) {
+      out.append(in, i, len);
+      i += len;
+    } else {
+      out += "\xEF\xBF\xBD";
+      ++i;
+    }
+  }
+  return out;
+}
+
 std::string Str(DcmItem* item, const DcmTagKey& tag) {
   OFString v;
-  if (item->findAndGetOFStringArray(tag, v).good()) return std::string(v.c_str(), v.length());
+  if (item->findAndGetOFStringArray(tag, v).good()) return ValidUtf8(std::string(v.c_str(), v.length()));
   return {};
 }
 
@@ -41,6 +64,9 @@ absl::StatusOr<InstanceRecord> ReadInstanceRecord(const std::string& path) {
   if (cond.bad()) return absl::InvalidArgumentError(std::string("unparsable dataset: ") + cond.text());
   DcmDataset* ds = ff.getDataset();
   DcmMetaInfo* meta = ff.getMetaInfo();
+  // The registry stores text as UTF-8 whatever character set the sender used.
+  // Only the in-memory copy is converted; the spool file stays as received.
+  (void)ds->convertToUTF8();
   InstanceRecord r;
   r.transfer_syntax_uid = Str(meta, DCM_TransferSyntaxUID);
   r.sop_class_uid = Str(ds, DCM_SOPClassUID);

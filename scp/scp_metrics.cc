@@ -22,7 +22,7 @@ ScpMetrics::ScpMetrics(metrics::MetricsRegistry& r)
                                         "Associations being served now")
                               .Add({})) {
   for (const char* reason : {"invalid_uid", "uid_mismatch", "unparsable", "too_large", "disk_floor",
-                             "storage_error", "database"}) {
+                             "storage_error", "database", "registry_error"}) {
     Refused(reason);
   }
 }

@@ -28,7 +28,7 @@ std::optional<DimseOutcome> StoreProcessor::Precheck(const StoreRequest& request
   // the file system, and a full disk costs nothing but draining the socket.
   if (!IsValidUid(request.sop_class_uid) || !IsValidUid(request.sop_instance_uid)) {
     return DimseOutcome{dimse_status::kCannotUnderstand, "invalid_uid",
-                        "Affected SOP Class/Instance UID is not a valid DICOM UID"};
+                        "Affected SOP Class/Instance UID is not a valid UID"};
   }
   absl::Status space = spool_->CheckFreeSpace();
   if (!space.ok()) {
@@ -46,7 +46,7 @@ DimseOutcome StoreProcessor::Complete(const StoreRequest& request, const Associa
   }
   if (stats.over_limit) {
     return Refuse(dimse_status::kOutOfResources, "too_large",
-                  "Instance larger than the configured maximum of " + std::to_string(max_instance_bytes_) + " bytes",
+                  "Instance exceeds the configured size limit",
                   association);
   }
   auto record = ReadInstanceRecord(file.path());
@@ -56,11 +56,11 @@ DimseOutcome StoreProcessor::Complete(const StoreRequest& request, const Associa
   }
   if (record->sop_class_uid != request.sop_class_uid || record->sop_instance_uid != request.sop_instance_uid) {
     return Refuse(dimse_status::kDataSetDoesNotMatchSopClass, "uid_mismatch",
-                  "SOP Class/Instance UID in the dataset differs from the C-STORE request", association);
+                  "Dataset SOP Class/Instance UID differs from the request", association);
   }
   if (!IsValidUid(record->study_instance_uid) || !IsValidUid(record->series_instance_uid)) {
     return Refuse(dimse_status::kCannotUnderstand, "invalid_uid",
-                  "Study or Series Instance UID missing or not a valid DICOM UID", association);
+                  "Study/Series Instance UID missing or not a valid UID", association);
   }
   record->transfer_syntax_uid = request.transfer_syntax_uid;
 
@@ -86,8 +86,12 @@ DimseOutcome StoreProcessor::Complete(const StoreRequest& request, const Associa
       absl::Status removed = spool_->Remove(instance.spool_name);
       if (!removed.ok()) log::Error("spool_remove_failed", {{"error", removed.ToString()}});
     }
-    log::Error("registry_unavailable", {{"association", association.id}, {"error", registered.ToString()}});
-    return Refuse(dimse_status::kOutOfResources, "database", "Registry unavailable; retry later", association);
+    log::Error("registry_failed", {{"association", association.id}, {"error", registered.ToString()}});
+    if (registered.code() == absl::StatusCode::kUnavailable) {
+      return Refuse(dimse_status::kOutOfResources, "database", "Registry unavailable; retry later", association);
+    }
+    // Not transient: a retry would fail the same way.
+    return Refuse(dimse_status::kProcessingFailure, "registry_error", "Registry refused the instance", association);
   }
   metrics_->instances_stored.Increment();
   if (log::Enabled(log::Level::kDebug)) {

@@ -16,6 +16,7 @@ namespace secondread::scp {
 // PS3.4 Annex B.2.3 / PS3.7 Annex C status codes we answer with.
 namespace dimse_status {
 inline constexpr uint16_t kSuccess = 0x0000;
+inline constexpr uint16_t kProcessingFailure = 0x0110;
 inline constexpr uint16_t kOutOfResources = 0xA700;
 inline constexpr uint16_t kDataSetDoesNotMatchSopClass = 0xA900;
 inline constexpr uint16_t kCannotUnderstand = 0xC000;
@@ -36,7 +37,7 @@ struct ReceiveStats {
 struct DimseOutcome {
   uint16_t status = dimse_status::kSuccess;
   std::string reason;   // metric label; empty on success
-  std::string comment;  // Error Comment (0000,0902); never holds PHI
+  std::string comment;  // Error Comment (0000,0902), at most 64 characters; never holds PHI
   bool ok() const { return status == dimse_status::kSuccess; }
 };
 

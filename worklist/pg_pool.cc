@@ -1,5 +1,6 @@
 #include "worklist/pg_pool.h"
 
+#include <chrono>
 #include <pqxx/pqxx>
 
 namespace secondread::worklist {
@@ -30,7 +31,11 @@ std::string PgPool::ConnectionString(const DatabaseOptions& o) {
 std::unique_ptr<PgPool::Conn> PgPool::Acquire(absl::Status& status) {
   {
     std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return !idle_.empty() || open_ < options_.max_connections; });
+    if (!cv_.wait_for(lock, std::chrono::seconds(options_.connect_timeout_s),
+                      [&] { return !idle_.empty() || open_ < options_.max_connections; })) {
+      status = absl::UnavailableError("no database connection free within the connect timeout");
+      return nullptr;
+    }
     if (!idle_.empty()) {
       auto conn = std::move(idle_.back());
       idle_.pop_back();
@@ -83,10 +88,12 @@ absl::Status PgPool::Run(const std::function<void(pqxx::connection_base&)>& fn) 
       if (!conn->c->is_open()) conn->c.reset();
       Release(std::move(conn));
       if (transient) {
-        last = absl::UnavailableError(std::string("database error ") + state + ": " + e.what());
+        last = absl::UnavailableError("database unavailable, SQLSTATE " + state);
         continue;
       }
-      return absl::InternalError(std::string("database error ") + state + ": " + e.what());
+      // The server's message may quote received values: keep it out of the
+      // status, which ends up in logs.
+      return absl::InternalError("database error SQLSTATE " + state);
     } catch (const std::exception& e) {
       bool open = conn->c && conn->c->is_open();
       if (!open) conn->c.reset();

@@ -26,7 +26,6 @@ absl::StatusOr<NodeOptions> ParseNodeOptions(config::ConfigTree& t) {
   o.dicom.max_pdu_bytes = static_cast<uint32_t>(pdu);
 
   ASSIGN_OR_RETURN(o.spool.dir, t.String("storage.spool_dir", ""));
-  if (o.spool.dir.empty()) return absl::InvalidArgumentError("storage.spool_dir must be set");
   ASSIGN_OR_RETURN(o.spool.min_free_bytes, t.Bytes("storage.min_free_bytes", o.spool.min_free_bytes));
   ASSIGN_OR_RETURN(o.max_instance_bytes, t.Bytes("storage.max_instance_bytes", o.max_instance_bytes));
 

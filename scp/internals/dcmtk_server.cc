@@ -89,16 +89,14 @@ class SpoolOutputStream : public DcmOutputStream {
   explicit SpoolOutputStream(SpoolConsumer* consumer) : DcmOutputStream(consumer) {}
 };
 
-bool WriteMetaHeader(const StoreRequest& request, const std::string& calling_ae, DcmOutputStream& out) {
+bool WriteMetaHeader(const StoreRequest& request, DcmOutputStream& out) {
   DcmFileFormat ff;
   DcmDataset* ds = ff.getDataset();
   ds->putAndInsertString(DCM_SOPClassUID, request.sop_class_uid.c_str());
   ds->putAndInsertString(DCM_SOPInstanceUID, request.sop_instance_uid.c_str());
   E_TransferSyntax xfer = DcmXfer(request.transfer_syntax_uid.c_str()).getXfer();
-  DcmMetaInfo* meta = ff.getMetaInfo();
-  // Before validateMetaInfo(), which computes the group length.
-  meta->putAndInsertString(DCM_SourceApplicationEntityTitle, calling_ae.c_str());
   if (ff.validateMetaInfo(xfer).bad()) return false;
+  DcmMetaInfo* meta = ff.getMetaInfo();
   meta->transferInit();
   OFCondition cond = meta->write(out, EXS_LittleEndianExplicit, EET_ExplicitLength, nullptr);
   meta->transferEnd();
@@ -122,6 +120,31 @@ struct Context {
 };
 
 class Pool;
+
+const char* kTransferSyntaxes[] = {
+    UID_LittleEndianExplicitTransferSyntax,
+    UID_LittleEndianImplicitTransferSyntax,
+    UID_BigEndianExplicitTransferSyntax,
+    UID_DeflatedExplicitVRLittleEndianTransferSyntax,
+    UID_JPEGProcess1TransferSyntax,
+    UID_JPEGProcess2_4TransferSyntax,
+    UID_JPEGProcess14TransferSyntax,
+    UID_JPEGProcess14SV1TransferSyntax,
+    UID_JPEGLSLosslessTransferSyntax,
+    UID_JPEGLSLossyTransferSyntax,
+    UID_RLELosslessTransferSyntax,
+    UID_JPEG2000LosslessOnlyTransferSyntax,
+    UID_JPEG2000TransferSyntax,
+};
+
+constexpr int kNumTransferSyntaxes = sizeof(kTransferSyntaxes) / sizeof(kTransferSyntaxes[0]);
+
+const char* kUncompressed[] = {
+    UID_LittleEndianExplicitTransferSyntax,
+    UID_LittleEndianImplicitTransferSyntax,
+    UID_BigEndianExplicitTransferSyntax,
+};
+constexpr int kNumUncompressed = 3;
 
 class Worker : public DcmBaseSCPPool::DcmBaseSCPWorker, private DcmThreadSCP {
  public:
@@ -192,6 +215,19 @@ class Worker : public DcmBaseSCPPool::DcmBaseSCPWorker, private DcmThreadSCP {
     log::Warn("dimse_error", {{"association", summary_.association.id}, {"error", cond.text()}});
   }
 
+  // DCMTK's association profile holds at most 128 presentation contexts,
+  // fewer than the Storage SOP Classes it knows; like storescp we accept
+  // directly against the full table instead.
+  OFCondition negotiateAssociation() override {
+    const char* verification[] = {UID_VerificationSOPClass};
+    OFCondition cond = ASC_acceptContextsWithPreferredTransferSyntaxes(
+        assoc_->params, verification, 1, const_cast<const char**>(kUncompressed), kNumUncompressed);
+    if (cond.bad()) return cond;
+    return ASC_acceptContextsWithPreferredTransferSyntaxes(
+        assoc_->params, dcmAllStorageSOPClassUIDs, numberOfDcmAllStorageSOPClassUIDs,
+        const_cast<const char**>(kTransferSyntaxes), kNumTransferSyntaxes);
+  }
+
   OFCondition handleIncomingCommand(T_DIMSE_Message* msg, const DcmPresentationContextInfo& info) override {
     if (msg->CommandField == DIMSE_C_STORE_RQ) return HandleStore(msg->msg.CStoreRQ, info);
     return DcmThreadSCP::handleIncomingCommand(msg, info);
@@ -234,7 +270,7 @@ class Worker : public DcmBaseSCPPool::DcmBaseSCPWorker, private DcmThreadSCP {
       // dataset exactly as received, without re-encoding.
       SpoolConsumer consumer(temp->fd(), ctx_.processor->max_instance_bytes());
       SpoolOutputStream stream(&consumer);
-      if (!WriteMetaHeader(request, summary_.association.calling_ae, stream)) {
+      if (!WriteMetaHeader(request, stream)) {
         return EC_IllegalCall;
       }
       consumer.StartDataset();
@@ -288,24 +324,19 @@ class Pool : public DcmBaseSCPPool {
  protected:
   DcmBaseSCPWorker* createSCPWorker() override { return new Worker(*this, ctx_); }
 
+  // The listener drops an association here when every worker is busy (after
+  // rejecting it with local-limit-exceeded) or when the request was not a
+  // valid A-ASSOCIATE-RQ.
+  void dropAndDestroyAssociation(T_ASC_Association* assoc) override {
+    if (assoc) {
+      ctx_.metrics->associations_rejected.Increment();
+      log::Warn("association_dropped", {{"reason", "busy_or_malformed"}});
+    }
+    DcmBaseSCPPool::dropAndDestroyAssociation(assoc);
+  }
+
  private:
   Context ctx_;
-};
-
-const char* const kTransferSyntaxes[] = {
-    UID_LittleEndianExplicitTransferSyntax,
-    UID_LittleEndianImplicitTransferSyntax,
-    UID_BigEndianExplicitTransferSyntax,
-    UID_DeflatedExplicitVRLittleEndianTransferSyntax,
-    UID_JPEGProcess1TransferSyntax,
-    UID_JPEGProcess2_4TransferSyntax,
-    UID_JPEGProcess14TransferSyntax,
-    UID_JPEGProcess14SV1TransferSyntax,
-    UID_JPEGLSLosslessTransferSyntax,
-    UID_JPEGLSLossyTransferSyntax,
-    UID_RLELosslessTransferSyntax,
-    UID_JPEG2000LosslessOnlyTransferSyntax,
-    UID_JPEG2000TransferSyntax,
 };
 
 }  // namespace
@@ -378,10 +409,9 @@ absl::StatusOr<std::unique_ptr<DicomServer>> DicomServer::Create(const ScpOption
   if (cfg.addPresentationContext(UID_VerificationSOPClass, uncompressed).bad()) {
     return absl::InternalError("cannot configure Verification presentation context");
   }
-  for (int i = 0; i < numberOfDcmAllStorageSOPClassUIDs; ++i) {
-    // Duplicates in DCMTK's table are harmless to skip.
-    (void)cfg.addPresentationContext(dcmAllStorageSOPClassUIDs[i], all_ts);
-  }
+  // The profile only has to be valid: Worker::negotiateAssociation accepts
+  // every Storage SOP Class DCMTK knows, beyond the profile's 128-context cap.
+  (void)all_ts;
   impl->pool->setMaxThreads(static_cast<Uint16>(options.max_associations));
   return std::unique_ptr<DicomServer>(new DicomServer(std::move(impl)));
 }

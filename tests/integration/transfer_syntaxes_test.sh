@@ -80,6 +80,31 @@ send "$TEST_DATA/CT_small.dcm" >/dev/null 2>&1 || fail "re-send failed"
   fail "receive_count not incremented"
 pass "re-send is idempotent"
 
+# Storage SOP Classes beyond the 128 presentation contexts a DCMTK profile
+# holds: ultrasound, waveform, RT, structured report, segmentation.
+for f in ExplVR_BigEnd.dcm waveform_ecg.dcm rtplan.dcm test-SR.dcm liver_1frame.dcm; do
+  # -R: storescu itself proposes only 128 of the classes it knows otherwise.
+  SEND_OPTS=-R send "$TEST_DATA/$f" >"$WORK/sop.log" 2>&1 || { tail -3 "$WORK/sop.log"; fail "SOP class of $f refused"; }
+  [ "$(sql "select count(*) from instances where sop_instance_uid = '$(dicom_uid "$TEST_DATA/$f")'")" = 1 ] ||
+    fail "$f not registered"
+done
+pass "ultrasound, ECG, RT plan, SR and segmentation storage accepted"
+
+# Latin-1 patient data is registered as UTF-8; the spool keeps the original.
+cp "$TEST_DATA/CT_small.dcm" "$WORK/latin1.dcm"
+dcmodify -nb -i "(0008,0005)=ISO_IR 100" -m "(0008,0018)=1.2.826.0.1.3680043.10.1139.77" "$WORK/latin1.dcm" >/dev/null 2>&1
+$PY - "$WORK/latin1.dcm" <<'PYEOF'
+import pydicom, sys
+ds = pydicom.dcmread(sys.argv[1])
+ds.SpecificCharacterSet = "ISO_IR 100"
+ds.PatientName = "M\u00fcller^J\u00fcrgen"
+ds.save_as(sys.argv[1])
+PYEOF
+send "$WORK/latin1.dcm" >/dev/null 2>&1 || fail "Latin-1 dataset refused"
+[ "$(sql "select p.patient_name from patients p join studies s on s.patient_ref = p.id join series se on se.study_ref = s.id join instances i on i.series_ref = se.id where i.sop_instance_uid = '1.2.826.0.1.3680043.10.1139.77'")" = "Müller^Jürgen" ] ||
+  fail "Latin-1 name not stored as UTF-8"
+pass "ISO_IR 100 text registered as UTF-8"
+
 # Registry content the pipeline needs.
 [ "$(sql "select count(*) from studies where last_received_at is not null")" -ge 1 ] || fail "study times"
 [ "$(sql "select count(*) from associations where calling_ae = 'STORESCU' and ended_at is not null")" -ge 1 ] ||
@@ -87,14 +112,14 @@ pass "re-send is idempotent"
 [ "$(sql "select count(*) from instances where association_ref is null")" = 0 ] || fail "instance without association"
 pass "registry rows"
 
-[ "$(metric secondread_scp_instances_stored_total)" -ge 12 ] || fail "stored metric"
+[ "$(metric secondread_scp_instances_stored_total)" -ge 18 ] || fail "stored metric"
 curl -fsS "$SECONDREAD_METRICS_URL" | grep -q 'secondread_scp_store_duration_seconds_bucket' || fail "latency histogram"
 curl -fsS "$SECONDREAD_METRICS_URL" | grep -q 'secondread_scp_associations_total{result="accepted"}' || fail "assoc metric"
 curl -fsS "${SECONDREAD_METRICS_URL%/metrics}/readyz" | grep -q ready || fail "readyz"
 pass "metrics and readiness"
 
 # No patient name or ID in the info-level log.
-grep -q "Synthetic\|CompressedSamples\|Doe" "$SECONDREAD_LOG" && fail "PHI in the log"
+grep -q "Synthetic\|CompressedSamples\|Doe\|ller" "$SECONDREAD_LOG" && fail "PHI in the log"
 for f in "$TEST_DATA"/CT_small.dcm "$TEST_DATA"/MR_small.dcm; do
   pid=$(dcmdump -q +P 0010,0020 "$f" | sed -n 's/.*\[\(.*\)\].*/\1/p')
   name=$(dcmdump -q +P 0010,0010 "$f" | sed -n 's/.*\[\(.*\)\].*/\1/p')

@@ -85,11 +85,37 @@ TEST_F(StoreProcessorTest, StoresRegistersAndCounts) {
   EXPECT_EQ(metrics_.instances_stored.Value(), 1);
 }
 
+TEST_F(StoreProcessorTest, RegistersLatin1TextAsUtf8) {
+  auto t = spool_->CreateTemp();
+  ASSERT_TRUE(t.ok());
+  DcmFileFormat ff;
+  DcmDataset* ds = ff.getDataset();
+  ds->putAndInsertString(DCM_SpecificCharacterSet, "ISO_IR 100");
+  ds->putAndInsertString(DCM_SOPClassUID, UID_CTImageStorage);
+  ds->putAndInsertString(DCM_SOPInstanceUID, kSop);
+  ds->putAndInsertString(DCM_StudyInstanceUID, "1.2.3.4");
+  ds->putAndInsertString(DCM_SeriesInstanceUID, "1.2.3.4.5");
+  ds->putAndInsertString(DCM_PatientName, "M\xfcller^J\xfcrgen");
+  ASSERT_TRUE(ff.saveFile(t->path().c_str(), EXS_LittleEndianExplicit).good());
+  ASSERT_TRUE(processor_->Complete(Request(), assoc_, std::move(*t), ReceiveStats{100, false, 0}).ok());
+  ASSERT_EQ(sink_.accepted.size(), 1u);
+  EXPECT_EQ(sink_.accepted[0].record.patient_name, "M\xc3\xbcller^J\xc3\xbcrgen");
+}
+
+TEST_F(StoreProcessorTest, NonTransientRegistryErrorIsProcessingFailure) {
+  sink_.fail = absl::InternalError("SQLSTATE 22021");
+  DimseOutcome out = processor_->Complete(Request(), assoc_, WriteInstance(kSop), ReceiveStats{100, false, 0});
+  EXPECT_EQ(out.status, dimse_status::kProcessingFailure);
+  EXPECT_EQ(out.reason, "registry_error");
+  EXPECT_LE(out.comment.size(), 64u);
+}
+
 TEST_F(StoreProcessorTest, RefusesMismatchedInstanceUid) {
   DimseOutcome out =
       processor_->Complete(Request("1.2.999"), assoc_, WriteInstance(kSop), ReceiveStats{100, false, 0});
   EXPECT_EQ(out.status, dimse_status::kDataSetDoesNotMatchSopClass);
   EXPECT_EQ(out.reason, "uid_mismatch");
+  EXPECT_LE(out.comment.size(), 64u);
   EXPECT_TRUE(sink_.accepted.empty());
   EXPECT_TRUE(spool_->ListObjects()->empty());
   EXPECT_EQ(metrics_.Refused("uid_mismatch").Value(), 1);
