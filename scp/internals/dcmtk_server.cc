@@ -76,7 +76,7 @@ class SpoolConsumer : public DcmConsumer {
   const ReceiveStats& stats() const { return stats_; }
 
  private:
-  static constexpr uint64_t kWritebackChunk = 1 << 20;
+  static constexpr uint64_t kWritebackChunk = 128 << 10;
   int fd_;
   uint64_t limit_;
   uint64_t file_bytes_ = 0;
