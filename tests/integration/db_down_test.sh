@@ -25,7 +25,7 @@ grep -q "Store Response (Refused: OutOfResources)" "$WORK/stream.log" || { tail 
 [ "$(metric 'secondread_scp_instances_refused_total{reason="database"}')" -ge 1 ] || fail "database refusals not counted"
 code=$(curl -s -o /dev/null -w '%{http_code}' "${SECONDREAD_METRICS_URL%/metrics}/readyz")
 [ "$code" = 503 ] || fail "readyz answered $code with the database down"
-grep -q '"event":"registry_unavailable"' "$SECONDREAD_LOG" || fail "no log line for the database failure"
+grep -q '"event":"registry_failed"' "$SECONDREAD_LOG" || fail "no log line for the database failure"
 pass "database down: A700, counted, logged, not ready"
 
 # While it is down, a single store fails too, and leaves no spool object.
