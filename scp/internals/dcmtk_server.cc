@@ -400,8 +400,6 @@ absl::StatusOr<std::unique_ptr<DicomServer>> DicomServer::Create(const ScpOption
   cfg.setACSETimeout(static_cast<Uint32>(std::min(options.idle_timeout_s, 30)));
   cfg.setHostLookupEnabled(OFFalse);
 
-  OFList<OFString> all_ts;
-  for (const char* ts : kTransferSyntaxes) all_ts.push_back(ts);
   OFList<OFString> uncompressed;
   uncompressed.push_back(UID_LittleEndianExplicitTransferSyntax);
   uncompressed.push_back(UID_LittleEndianImplicitTransferSyntax);
@@ -411,7 +409,6 @@ absl::StatusOr<std::unique_ptr<DicomServer>> DicomServer::Create(const ScpOption
   }
   // The profile only has to be valid: Worker::negotiateAssociation accepts
   // every Storage SOP Class DCMTK knows, beyond the profile's 128-context cap.
-  (void)all_ts;
   impl->pool->setMaxThreads(static_cast<Uint16>(options.max_associations));
   return std::unique_ptr<DicomServer>(new DicomServer(std::move(impl)));
 }
