@@ -49,31 +49,9 @@ assert_nothing_registered "mismatch"
 pass "mismatched SOP Instance UID refused with A900"
 
 # Random bytes at the port, then the node still works.
-for n in 1 2 3; do
-  $PY - "$SECONDREAD_DICOM_PORT" "$n" <<'PYEOF'
-import os, socket, sys
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
-try:
-    s.sendall(os.urandom(4096 * int(sys.argv[2])))
-    s.settimeout(3)
-    s.recv(1024)
-except OSError:
-    pass
-s.close()
-PYEOF
-done
+for n in 1 2 3; do send_raw "os.urandom(4096 * $n)"; done
 # A PDU header claiming a huge A-ASSOCIATE-RQ.
-$PY - "$SECONDREAD_DICOM_PORT" <<'PYEOF'
-import socket, struct, sys
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
-try:
-    s.sendall(b"\x01\x00" + struct.pack(">I", 0x7fffffff) + b"\x00\x01\x00\x00")
-    s.settimeout(3)
-    s.recv(1024)
-except OSError:
-    pass
-s.close()
-PYEOF
+send_raw 'b"\x01\x00" + struct.pack(">I", 0x7fffffff) + b"\x00\x01\x00\x00"'
 echoscu -aet STORESCU -aec SECONDREAD 127.0.0.1 "$SECONDREAD_DICOM_PORT" || fail "node dead after random bytes"
 kill -0 "$SECONDREAD_PID" || fail "node process died"
 pass "random bytes and malformed PDUs survived"

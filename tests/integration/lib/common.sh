@@ -86,3 +86,19 @@ end = 144 + struct.unpack("<I", data[140:144])[0]
 print(hashlib.sha256(data[end:]).hexdigest())
 PYEOF
 }
+
+# Sends raw bytes to the DICOM port and reads whatever comes back. The payload
+# is a Python expression (os and struct are imported).
+send_raw() {  # python-payload-expression
+  $PY - "$SECONDREAD_DICOM_PORT" "$1" <<'PYEOF'
+import os, socket, struct, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+try:
+    s.sendall(eval(sys.argv[2]))
+    s.settimeout(3)
+    s.recv(1024)
+except OSError:
+    pass
+s.close()
+PYEOF
+}
