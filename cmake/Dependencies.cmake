@@ -20,3 +20,23 @@ target_link_libraries(secondread_httplib INTERFACE PkgConfig::HTTPLIB)
 find_path(CLI11_INCLUDE_DIR CLI/CLI.hpp REQUIRED)
 add_library(secondread_cli11 INTERFACE)
 target_include_directories(secondread_cli11 SYSTEM INTERFACE ${CLI11_INCLUDE_DIR})
+
+# The inference contract: Protobuf and gRPC, with their code generators.
+find_package(Protobuf REQUIRED)
+find_package(gRPC CONFIG REQUIRED)
+set(SECONDREAD_PROTOC ${Protobuf_PROTOC_EXECUTABLE})
+list(GET Protobuf_INCLUDE_DIRS 0 SECONDREAD_PROTOBUF_INCLUDE)
+if(TARGET gRPC::grpc_cpp_plugin)
+  get_target_property(SECONDREAD_GRPC_CPP_PLUGIN gRPC::grpc_cpp_plugin IMPORTED_LOCATION_NONE)
+  if(NOT SECONDREAD_GRPC_CPP_PLUGIN)
+    get_target_property(SECONDREAD_GRPC_CPP_PLUGIN gRPC::grpc_cpp_plugin LOCATION)
+  endif()
+else()
+  find_program(SECONDREAD_GRPC_CPP_PLUGIN grpc_cpp_plugin REQUIRED)
+endif()
+
+# LibTorch, for the inference worker only. Debian's CPU build by default; any
+# other LibTorch (a PyTorch installation's, with CUDA) through -DTorch_DIR=.
+# Only targets under inference/ and the benchmarks link it: it costs every
+# process that loads it start-up time and memory.
+find_package(Torch REQUIRED)

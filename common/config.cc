@@ -28,11 +28,26 @@ std::vector<std::string> SplitKey(const std::string& key) {
 YAML::Node Lookup(const YAML::Node& root, const std::string& key) {
   YAML::Node cur = root;
   for (const auto& part : SplitKey(key)) {
-    if (!cur.IsMap()) return YAML::Node(YAML::NodeType::Undefined);
     const YAML::Node& view = cur;
-    YAML::Node next = view[part];
-    if (!next) return YAML::Node(YAML::NodeType::Undefined);
-    cur.reset(next);
+    if (cur.IsSequence()) {
+      // "labels.0.name" addresses the first item of a list of mappings.
+      size_t index = 0;
+      auto [p, ec] = std::from_chars(part.data(), part.data() + part.size(), index);
+      if (ec != std::errc() || p != part.data() + part.size() || index >= cur.size()) {
+        return YAML::Node(YAML::NodeType::Undefined);
+      }
+      // Copy-construct: yaml-cpp's reset() throws on a missing node, and
+      // assignment would write into the tree.
+      YAML::Node next = view[index];
+      if (!next) return YAML::Node(YAML::NodeType::Undefined);
+      cur.reset(next);
+    } else if (cur.IsMap()) {
+      YAML::Node next = view[part];
+      if (!next) return YAML::Node(YAML::NodeType::Undefined);
+      cur.reset(next);
+    } else {
+      return YAML::Node(YAML::NodeType::Undefined);
+    }
   }
   return cur;
 }
@@ -43,6 +58,8 @@ void CollectLeaves(const YAML::Node& node, const std::string& prefix, std::vecto
       std::string k = kv.first.as<std::string>();
       CollectLeaves(kv.second, prefix.empty() ? k : prefix + "." + k, out);
     }
+  } else if (node.IsSequence() && node.size() > 0 && node[0].IsMap()) {
+    for (size_t i = 0; i < node.size(); ++i) CollectLeaves(node[i], prefix + "." + std::to_string(i), out);
   } else if (!prefix.empty()) {
     out.push_back(prefix);
   }
@@ -179,6 +196,60 @@ absl::StatusOr<std::vector<std::string>> ConfigTree::StringList(const std::strin
     out.push_back(item.as<std::string>());
   }
   return out;
+}
+
+absl::StatusOr<double> ConfigTree::Double(const std::string& key, double fallback, double min, double max) {
+  impl_->used.insert(key);
+  YAML::Node n = Lookup(impl_->root, key);
+  if (!n || n.IsNull()) return fallback;
+  if (!n.IsScalar()) return Invalid(key, "expected a number");
+  double v = 0;
+  if (!YAML::convert<double>::decode(n, v)) return Invalid(key, "expected a number, got '" + n.Scalar() + "'");
+  if (!(v >= min && v <= max)) {
+    return Invalid(key, "must be between " + std::to_string(min) + " and " + std::to_string(max));
+  }
+  return v;
+}
+
+absl::StatusOr<std::vector<double>> ConfigTree::DoubleList(const std::string& key,
+                                                           const std::vector<double>& fallback) {
+  std::vector<std::string> fallback_text;
+  ASSIGN_OR_RETURN(auto items, StringList(key, fallback_text));
+  if (items.empty()) return fallback;
+  std::vector<double> out;
+  for (const auto& text : items) {
+    double v = 0;
+    if (!YAML::convert<double>::decode(YAML::Node(text), v)) return Invalid(key, "expected numbers, got '" + text + "'");
+    out.push_back(v);
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<int64_t>> ConfigTree::IntList(const std::string& key, const std::vector<int64_t>& fallback) {
+  std::vector<std::string> fallback_text;
+  ASSIGN_OR_RETURN(auto items, StringList(key, fallback_text));
+  if (items.empty()) return fallback;
+  std::vector<int64_t> out;
+  for (const auto& text : items) {
+    int64_t v = 0;
+    auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+    if (ec != std::errc() || p != text.data() + text.size()) return Invalid(key, "expected integers, got '" + text + "'");
+    out.push_back(v);
+  }
+  return out;
+}
+
+absl::StatusOr<size_t> ConfigTree::ListSize(const std::string& key) {
+  impl_->used.insert(key);
+  YAML::Node n = Lookup(impl_->root, key);
+  if (!n || n.IsNull()) return 0;
+  if (!n.IsSequence()) return Invalid(key, "expected a list");
+  return n.size();
+}
+
+bool ConfigTree::Has(const std::string& key) const {
+  YAML::Node n = Lookup(impl_->root, key);
+  return n && !n.IsNull();
 }
 
 absl::Status ConfigTree::CheckNoUnknownKeys() const {

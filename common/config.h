@@ -34,6 +34,14 @@ class ConfigTree {
   absl::StatusOr<std::vector<std::string>> StringList(const std::string& key,
                                                       const std::vector<std::string>& fallback);
 
+  absl::StatusOr<double> Double(const std::string& key, double fallback, double min, double max);
+  absl::StatusOr<std::vector<double>> DoubleList(const std::string& key, const std::vector<double>& fallback);
+  absl::StatusOr<std::vector<int64_t>> IntList(const std::string& key, const std::vector<int64_t>& fallback);
+  // Number of items in a list; items of a list of mappings are addressed as
+  // "key.0.field", "key.1.field", ...
+  absl::StatusOr<size_t> ListSize(const std::string& key);
+  bool Has(const std::string& key) const;
+
   // Fails on any key that no getter asked for, so typos are refused at start.
   absl::Status CheckNoUnknownKeys() const;
 

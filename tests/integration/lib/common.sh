@@ -19,6 +19,9 @@ it_setup() {  # [WORK_DIR]
 
 it_cleanup() {
   local rc=$?
+  if [ -f "${WORK:-}/worker/worker.pid" ]; then
+    kill -TERM "$(cat "$WORK/worker/worker.pid")" 2>/dev/null || true
+  fi
   [ -n "${NODE:-}" ] && "$IT_REPO/scripts/dev-down" "$NODE" >/dev/null 2>&1
   # dev-up keeps PostgreSQL's data outside DIR when the server user cannot
   # reach DIR; that copy is the test's to remove.
@@ -30,6 +33,7 @@ it_cleanup() {
   if [ $rc -ne 0 ]; then
     echo "---- $TEST_NAME failed; last node log lines:" >&2
     tail -n 30 "$NODE/log/secondread.log" 2>/dev/null >&2 || true
+    tail -n 30 "$WORK/worker/log/worker.log" 2>/dev/null >&2 || true
   fi
   exit $rc
 }
@@ -38,6 +42,14 @@ node_up() {  # [dev-up args...]
   "$IT_REPO/scripts/dev-up" "$NODE" "$@" >/dev/null
   # shellcheck disable=SC1091
   source "$NODE/env"
+}
+
+# Starts a worker in $WORK/worker (scripts/worker-up arguments) and loads its
+# endpoints into the environment.
+worker_up() {
+  "$IT_REPO/scripts/worker-up" "$WORK/worker" "$@" >/dev/null
+  # shellcheck disable=SC1091
+  source "$WORK/worker/worker.env"
 }
 
 node_restart() {  # [dev-up args...]

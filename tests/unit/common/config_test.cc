@@ -60,3 +60,35 @@ TEST(ParseBytesTest, Units) {
 
 }  // namespace
 }  // namespace secondread::config
+
+namespace secondread::config {
+namespace {
+
+TEST(ConfigTreeTest, ListsOfMappingsNumbersAndUnknownKeysInside) {
+  auto tree = ConfigTree::FromString(R"(
+labels:
+  - {name: a, threshold: 0.25}
+  - {name: b, threshold: 0.75, typo: 1}
+mean: [0.5, 0.25]
+sizes: [8, 16]
+)");
+  ASSERT_TRUE(tree.ok());
+  ASSERT_EQ(*tree->ListSize("labels"), 2u);
+  EXPECT_EQ(*tree->String("labels.1.name", ""), "b");
+  EXPECT_DOUBLE_EQ(*tree->Double("labels.0.threshold", 0, 0, 1), 0.25);
+  EXPECT_DOUBLE_EQ(*tree->Double("labels.1.threshold", 0, 0, 1), 0.75);
+  EXPECT_FALSE(tree->Double("labels.1.name", 0, 0, 1).ok());
+  EXPECT_EQ(*tree->DoubleList("mean", {}), (std::vector<double>{0.5, 0.25}));
+  EXPECT_EQ(*tree->IntList("sizes", {}), (std::vector<int64_t>{8, 16}));
+  EXPECT_TRUE(tree->Has("labels.0.name"));
+  EXPECT_FALSE(tree->Has("labels.2.name"));
+  EXPECT_DOUBLE_EQ(*tree->Double("missing", 1.5, 0, 2), 1.5);
+  EXPECT_FALSE(tree->Double("labels.0.threshold", 0, 0.5, 1).ok());
+  (void)tree->String("labels.0.name", "");
+  auto unknown = tree->CheckNoUnknownKeys();
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.message().find("labels.1.typo"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace secondread::config

@@ -1,0 +1,32 @@
+#include "cmd/secondread-worker/options.h"
+
+namespace secondread {
+
+absl::StatusOr<WorkerOptions> ParseWorkerOptions(config::ConfigTree& t) {
+  WorkerOptions o;
+  ASSIGN_OR_RETURN(o.listen, t.String("grpc.listen", o.listen));
+  ASSIGN_OR_RETURN(o.max_message_bytes, t.Bytes("grpc.max_message_bytes", o.max_message_bytes));
+  if (o.max_message_bytes < 1024 || o.max_message_bytes > (2ull << 30) - 1) {
+    return absl::InvalidArgumentError("config key 'grpc.max_message_bytes': must be between 1KiB and 2GiB");
+  }
+  ASSIGN_OR_RETURN(o.admin, t.Bool("grpc.admin", o.admin));
+  ASSIGN_OR_RETURN(o.repository, t.String("models.repository", ""));
+  if (o.repository.empty()) return absl::InvalidArgumentError("config key 'models.repository' is required");
+  ASSIGN_OR_RETURN(o.load, t.StringList("models.load", {}));
+  ASSIGN_OR_RETURN(o.max_image_samples, t.Bytes("models.max_image_samples", o.max_image_samples));
+  ASSIGN_OR_RETURN(o.warm_up, t.Bool("models.warm_up", o.warm_up));
+  ASSIGN_OR_RETURN(int64_t threads, t.Int("cpu.threads", 0, 0, 1024));
+  o.cpu_threads = static_cast<int>(threads);
+  ASSIGN_OR_RETURN(int64_t interop, t.Int("cpu.interop_threads", 0, 0, 1024));
+  o.cpu_interop_threads = static_cast<int>(interop);
+  o.http.port = 9091;
+  ASSIGN_OR_RETURN(o.http.bind, t.String("http.bind", o.http.bind));
+  ASSIGN_OR_RETURN(int64_t hport, t.Int("http.port", o.http.port, 0, 65535));
+  o.http.port = static_cast<uint16_t>(hport);
+  ASSIGN_OR_RETURN(o.log.level, t.String("log.level", o.log.level));
+  ASSIGN_OR_RETURN(o.log.file, t.String("log.file", o.log.file));
+  RETURN_IF_ERROR(t.CheckNoUnknownKeys());
+  return o;
+}
+
+}  // namespace secondread

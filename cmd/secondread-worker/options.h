@@ -1,0 +1,30 @@
+// The worker's options, parsed once from YAML plus command-line overrides.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/config.h"
+#include "common/http_server.h"
+#include "common/log.h"
+
+namespace secondread {
+
+struct WorkerOptions {
+  std::string listen = "127.0.0.1:50051";
+  uint64_t max_message_bytes = 64ull << 20;
+  bool admin = true;
+  std::string repository;
+  std::vector<std::string> load;  // empty: every model in the repository
+  uint64_t max_image_samples = 64ull << 20;
+  bool warm_up = true;
+  int cpu_threads = 0;
+  int cpu_interop_threads = 0;
+  HttpOptions http;
+  log::LogOptions log;
+};
+
+absl::StatusOr<WorkerOptions> ParseWorkerOptions(config::ConfigTree& tree);
+
+}  // namespace secondread

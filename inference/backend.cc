@@ -1,0 +1,44 @@
+#include "inference/backend.h"
+
+#include <algorithm>
+#include <limits>
+
+namespace secondread::inference {
+
+absl::Status ValidateImage(const ModelConfig& config, const ImageView& image, uint64_t max_pixels) {
+  const auto& accepted = config.input.accepted_dtypes;
+  if (std::find(accepted.begin(), accepted.end(), image.dtype) == accepted.end()) {
+    return absl::InvalidArgumentError("model '" + config.name + "' does not accept dtype " +
+                                      std::string(DTypeName(image.dtype)));
+  }
+  if (image.shape.size() != 2 && image.shape.size() != 3) {
+    return absl::InvalidArgumentError("image shape must be [rows, cols] or [channels, rows, cols]");
+  }
+  uint64_t count = 1;
+  for (int64_t d : image.shape) {
+    if (d <= 0 || d > 65536) return absl::InvalidArgumentError("image dimensions must be between 1 and 65536");
+    count *= static_cast<uint64_t>(d);
+    if (count > max_pixels) {
+      return absl::InvalidArgumentError("image has more than " + std::to_string(max_pixels) + " samples");
+    }
+  }
+  const uint64_t expected = count * DTypeSize(image.dtype);
+  if (expected != image.data.size()) {
+    return absl::InvalidArgumentError("image data has " + std::to_string(image.data.size()) + " bytes; shape and dtype need " +
+                                      std::to_string(expected));
+  }
+  const int64_t channels = image.shape.size() == 3 ? image.shape[0] : 1;
+  if (image.photometric == PhotometricKind::kRgb && channels != 3) {
+    return absl::InvalidArgumentError("an RGB image needs shape [3, rows, cols]");
+  }
+  if (channels != 1 && channels != 3 && channels != config.input.channels) {
+    return absl::InvalidArgumentError("image has " + std::to_string(channels) + " channels; model '" + config.name +
+                                      "' takes " + std::to_string(config.input.channels));
+  }
+  if (channels == 3 && config.input.channels != 1 && config.input.channels != 3) {
+    return absl::InvalidArgumentError("model '" + config.name + "' cannot take a 3-channel image");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace secondread::inference

@@ -1,0 +1,124 @@
+#include "inference/model_config.h"
+
+#include <gtest/gtest.h>
+
+namespace secondread::inference {
+namespace {
+
+constexpr char kGood[] = R"(
+name: demo
+description: test model
+intended_use: testing only
+platform: torchscript
+input:
+  channels: 3
+  height: 224
+  width: 192
+  scaling: window
+  window: {center: 40, width: 400}
+  mean: [0.485, 0.456, 0.406]
+  std: [0.229, 0.224, 0.225]
+  accepted_dtypes: [uint16, int16]
+output:
+  scores_activation: none
+  heatmap: true
+  labels:
+    - name: nodule
+      code: {scheme: SCT, value: "27925004", meaning: Nodule}
+      threshold: 0.4
+    - name: effusion
+      code: {scheme: SCT, value: "60046008", meaning: Pleural effusion}
+      threshold: 0.6
+applicability:
+  modalities: [CR, DX]
+  body_parts: [CHEST]
+  sop_classes: ["1.2.840.10008.5.1.4.1.1.1"]
+max_batch_size: 16
+dynamic_batching:
+  max_queue_delay_us: 500
+  preferred_batch_sizes: [16, 4, 8]
+  max_queue_size: 64
+  priority_levels: 2
+instance_group: {kind: cuda, devices: [0, 1], count: 2}
+precision: bf16
+version_policy: {specific: [1, 3]}
+)";
+
+TEST(ModelConfigTest, ParsesEveryField) {
+  auto c = ParseModelConfig(kGood, "demo");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->input.channels, 3);
+  EXPECT_EQ(c->input.height, 224);
+  EXPECT_EQ(c->input.width, 192);
+  EXPECT_EQ(c->input.scaling, Scaling::kWindow);
+  EXPECT_DOUBLE_EQ(c->input.window_width, 400);
+  EXPECT_EQ(c->input.mean.size(), 3u);
+  EXPECT_EQ(c->input.accepted_dtypes, (std::vector<DType>{DType::kUint16, DType::kInt16}));
+  EXPECT_EQ(c->output.scores_activation, Activation::kNone);
+  ASSERT_EQ(c->output.labels.size(), 2u);
+  EXPECT_EQ(c->output.labels[1].code.meaning, "Pleural effusion");
+  EXPECT_DOUBLE_EQ(c->output.labels[0].threshold, 0.4);
+  EXPECT_EQ(c->modalities, (std::vector<std::string>{"CR", "DX"}));
+  EXPECT_EQ(c->batching.preferred_batch_sizes, (std::vector<int>{4, 8, 16}));
+  EXPECT_EQ(c->batching.max_queue_delay_us, 500);
+  EXPECT_TRUE(c->placement.cuda);
+  EXPECT_EQ(c->placement.devices, (std::vector<int>{0, 1}));
+  EXPECT_EQ(c->placement.count, 2);
+  EXPECT_EQ(c->precision, Precision::kBf16);
+  EXPECT_EQ(c->version_policy.specific, (std::vector<int64_t>{1, 3}));
+}
+
+std::string Replace(std::string text, const std::string& from, const std::string& to) {
+  auto pos = text.find(from);
+  EXPECT_NE(pos, std::string::npos) << from;
+  return text.replace(pos, from.size(), to);
+}
+
+TEST(ModelConfigTest, RefusesBrokenManifestsWithAReason) {
+  struct Case {
+    std::string yaml;
+    std::string expect;
+  };
+  const std::string good = kGood;
+  const std::vector<Case> cases = {
+      {good, "differs from its directory"},  // parsed under another name below
+      {Replace(good, "precision: bf16", "precision: int4"), "precision"},
+      {Replace(good, "threshold: 0.4", "threshold: 1.4"), "threshold"},
+      {Replace(good, "preferred_batch_sizes: [16, 4, 8]", "preferred_batch_sizes: [32]"), "preferred_batch_sizes"},
+      {Replace(good, "scaling: window", "scaling: magic"), "input.scaling"},
+      {Replace(good, "intended_use: testing only", "intended_use: \"\""), "intended_use"},
+      {Replace(good, "mean: [0.485, 0.456, 0.406]", "mean: [0.4, 0.5]"), "input.mean"},
+      {Replace(good, "platform: torchscript", "platform: onnx"), "platform"},
+      {Replace(good, "max_queue_size: 64", "max_queue_size: 64\n  max_queue_dealy_us: 1"), "unknown configuration key"},
+      {Replace(good, "accepted_dtypes: [uint16, int16]", "accepted_dtypes: [uint32]"), "dtype"},
+      {Replace(good, "code: {scheme: SCT, value: \"27925004\", meaning: Nodule}", "code: {scheme: SCT}"), "code"},
+      {"name: demo\ninput: [", "YAML"},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    auto c = ParseModelConfig(cases[i].yaml, i == 0 ? "other" : "demo");
+    ASSERT_FALSE(c.ok()) << "case " << i;
+    EXPECT_NE(c.status().message().find(cases[i].expect), std::string::npos)
+        << "case " << i << ": " << c.status().message();
+  }
+}
+
+TEST(ModelConfigTest, ModelNamesCannotEscapeTheRepository) {
+  EXPECT_TRUE(IsValidModelName("synthetic-nodule-demo"));
+  EXPECT_TRUE(IsValidModelName("densenet121.v2_b"));
+  for (const char* bad : {"", "..", ".hidden", "a/b", "../etc", "a b", "x\n"}) {
+    EXPECT_FALSE(IsValidModelName(bad)) << bad;
+  }
+}
+
+TEST(ModelConfigTest, VersionPolicySelectsNewestOrSpecific) {
+  VersionPolicy latest2;
+  latest2.latest = 2;
+  EXPECT_EQ(SelectVersions(latest2, {1, 5, 3}), (std::vector<int64_t>{5, 3}));
+  VersionPolicy specific;
+  specific.specific = {1, 4};
+  EXPECT_EQ(SelectVersions(specific, {1, 2, 3}), (std::vector<int64_t>{1}));
+  EXPECT_TRUE(SelectVersions(latest2, {}).empty());
+}
+
+}  // namespace
+}  // namespace secondread::inference
