@@ -8,30 +8,21 @@
 
 #include "inference/torch/preprocess.h"
 
+#include <torch/cuda.h>
+
+// Only the device-memory gauges need the CUDA runtime headers; everything else
+// asks LibTorch, which answers "no CUDA" in a CPU build.
 #if defined(SECONDREAD_TORCH_CUDA)
 #include <cuda_runtime_api.h>
-#include <torch/cuda.h>
 #endif
 
 namespace secondread::inference::torch_backend {
 
 namespace {
 
-bool HasCuda() {
-#if defined(SECONDREAD_TORCH_CUDA)
-  return torch::cuda::is_available();
-#else
-  return false;
-#endif
-}
+bool HasCuda() { return torch::cuda::is_available(); }
 
-int CudaDeviceCount() {
-#if defined(SECONDREAD_TORCH_CUDA)
-  return static_cast<int>(torch::cuda::device_count());
-#else
-  return 0;
-#endif
-}
+int CudaDeviceCount() { return static_cast<int>(torch::cuda::device_count()); }
 
 at::ScalarType ComputeType(Precision p) {
   switch (p) {
