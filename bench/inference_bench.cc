@@ -141,14 +141,25 @@ class Run {
   Clock::time_point measure_end_{};
 };
 
+// Where the rate's span starts: the last of the completions that end within
+// a millisecond of the first. Requests answered from one server batch finish
+// together; counting the first one's batch-mates would credit the span with
+// a batch it did not take.
+size_t SpanStart(const std::vector<Completion>& m) {
+  size_t first = 0;
+  while (first + 1 < m.size() && m[first + 1].end - m[0].end < std::chrono::milliseconds(1)) ++first;
+  return first;
+}
+
 // Images per second from the first to the last completion in the window.
 // Counting completions over the whole window instead would be off by up to
 // one batch per window, which for a slow CPU model is a large fraction.
 double Rate(const std::vector<Completion>& m) {
-  if (m.size() < 2) return 0;
+  const size_t first = SpanStart(m);
+  if (first + 1 >= m.size()) return 0;
   double images = 0;
-  for (size_t i = 1; i < m.size(); ++i) images += m[i].images;
-  const double span = Seconds(m.back().end - m.front().end);
+  for (size_t i = first + 1; i < m.size(); ++i) images += m[i].images;
+  const double span = Seconds(m.back().end - m[first].end);
   return span > 0 ? images / span : 0;
 }
 
@@ -501,7 +512,11 @@ int Grpc(const GrpcArgs& a) {
       }
     });
   }
-  std::thread coordinator([&] { run.Coordinate(a.warmup, a.clients + 1, a.seconds, a.min_requests); });
+  // At least clients+1 requests, so that the window holds more than one
+  // server batch even when all clients share one.
+  std::thread coordinator([&] {
+    run.Coordinate(a.warmup, a.clients + 1, a.seconds, std::max<int64_t>(a.min_requests, a.clients + 1));
+  });
   // The coordinator waits for successful completions; when only errors come
   // back it would wait forever, so give up after 30 s without progress.
   int64_t last_count = 0;
@@ -540,11 +555,12 @@ int Grpc(const GrpcArgs& a) {
   // queued, the rest is the worker's own time between batches: forming the
   // batch, answering the previous one, waking the instance thread.
   const int instances = std::max(1, desc.devices_size());
+  const size_t first = SpanStart(m);
   double busy_ms = 0;
-  for (size_t k = 1; k < m.size(); ++k) {
+  for (size_t k = first + 1; k < m.size(); ++k) {
     if (m[k].server_batch > 0) busy_ms += m[k].compute_ms * m[k].images / m[k].server_batch;
   }
-  const double span_ms = m.size() >= 2 ? Millis(m.back().end - m.front().end) : 0;
+  const double span_ms = first + 1 < m.size() ? Millis(m.back().end - m[first].end) : 0;
   const double busy = span_ms > 0 ? busy_ms / span_ms / instances : 0;
   json out = {
       {"mode", "grpc"},
