@@ -40,3 +40,17 @@ endif()
 # Only targets under inference/ and the benchmarks link it: it costs every
 # process that loads it start-up time and memory.
 find_package(Torch REQUIRED)
+
+# GDCM decodes JPEG 2000, which Debian's DCMTK cannot. Only its MSFF library
+# is linked; GDCM's CMake package also describes VTK modules we do not need.
+find_path(GDCM_INCLUDE_DIR gdcmImageReader.h PATH_SUFFIXES gdcm-3.0 REQUIRED)
+find_library(GDCM_MSFF_LIBRARY gdcmMSFF REQUIRED)
+find_library(GDCM_DSED_LIBRARY gdcmDSED REQUIRED)
+find_library(GDCM_COMMON_LIBRARY gdcmCommon REQUIRED)
+add_library(secondread_gdcm INTERFACE)
+target_include_directories(secondread_gdcm SYSTEM INTERFACE ${GDCM_INCLUDE_DIR})
+target_link_libraries(secondread_gdcm INTERFACE ${GDCM_MSFF_LIBRARY} ${GDCM_DSED_LIBRARY} ${GDCM_COMMON_LIBRARY})
+
+# RE2 matches routing patterns in linear time, whatever a sender puts in a
+# Series Description. It comes with gRPC's development package.
+pkg_check_modules(RE2 REQUIRED IMPORTED_TARGET re2)

@@ -1,0 +1,1 @@
+#include "scp/derived_uid.h"

@@ -1,0 +1,2 @@
+// Placeholder: filled in with the banner font.
+namespace secondread::scp::internals {}

@@ -1,0 +1,1 @@
+#include "scp/pixel_decoder.h"

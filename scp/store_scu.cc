@@ -1,0 +1,1 @@
+#include "scp/store_scu.h"

@@ -1,0 +1,1 @@
+#include "scp/result_objects.h"

@@ -1,0 +1,1 @@
+#include "worklist/inference_client.h"

@@ -1,0 +1,1 @@
+#include "worklist/job_queue.h"
