@@ -22,6 +22,9 @@ struct DecodeOptions {
   // Rows/Columns/Number of Frames must not exhaust memory.
   uint32_t max_frames = 256;
   uint64_t max_pixels_per_frame = 64ull << 20;  // 8192 x 8192
+  // Bound on frames x rows x columns: the rendering keeps every frame's
+  // intermediate values in memory at once.
+  uint64_t max_total_pixels = 512ull << 20;
 };
 
 // One frame, MONOCHROME2 (MONOCHROME1 already inverted), after Modality LUT

@@ -71,7 +71,9 @@ class JobQueue {
 
   // Inserts inside the caller's transaction, so a job exists exactly when the
   // work that created it committed. Returns the id, or 0 when unique_key
-  // matched a live job. The NOTIFY is sent on commit.
+  // matched a live job. The NOTIFY is sent on commit. Throws libpqxx
+  // exceptions like any other statement on tx; the arguments are not
+  // validated here (the table's CHECK constraints reject bad values).
   static int64_t EnqueueInTx(pqxx::transaction_base& tx, const NewJob& job);
   absl::StatusOr<int64_t> Enqueue(const NewJob& job);
 
@@ -96,6 +98,11 @@ class JobQueue {
 
   absl::StatusOr<std::vector<QueueCounts>> Counts();
 
+  // The claim statement's SQL, with parameters $1 queue, $2 worker id, $3
+  // max, $4 lease in milliseconds: tests EXPLAIN it to prove it uses
+  // jobs_claim_idx.
+  static const char* ClaimStatement();
+
  private:
   PgPool* pool_;
   QueueOptions options_;
@@ -110,6 +117,10 @@ class JobNotifier {
   ~JobNotifier();
   // true when a notification for the queue arrived, false on timeout or
   // while the database is unreachable (then it sleeps for the timeout).
+  // Also true right after a reconnect, since notifications sent while the
+  // connection was down are lost. Jobs scheduled in the future (a delay or a
+  // retry backoff) send no notification: the caller finds them by bounding
+  // the timeout. Not thread-safe: one notifier per waiting thread.
   bool Wait(const std::string& queue, std::chrono::milliseconds timeout);
 
  private:

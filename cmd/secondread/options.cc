@@ -4,7 +4,143 @@
 #include <fstream>
 #include <sstream>
 
+#include <unistd.h>
+
+#include <climits>
+
 namespace secondread {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+absl::StatusOr<worklist::RoutingRule> ParseRule(config::ConfigTree& t, const std::string& k) {
+  worklist::RoutingRule r;
+  ASSIGN_OR_RETURN(r.name, t.String(k + "name", ""));
+  ASSIGN_OR_RETURN(r.modalities, t.StringList(k + "match.modalities", {}));
+  ASSIGN_OR_RETURN(r.body_parts, t.StringList(k + "match.body_parts", {}));
+  ASSIGN_OR_RETURN(r.sop_classes, t.StringList(k + "match.sop_classes", {}));
+  ASSIGN_OR_RETURN(r.image_types, t.StringList(k + "match.image_types", {}));
+  ASSIGN_OR_RETURN(r.calling_aes, t.StringList(k + "match.calling_aes", {}));
+  ASSIGN_OR_RETURN(r.called_aes, t.StringList(k + "match.called_aes", {}));
+  ASSIGN_OR_RETURN(r.series_description, t.String(k + "match.series_description", ""));
+  ASSIGN_OR_RETURN(r.min_images, t.Int(k + "match.min_images", r.min_images, 1, 1000000));
+  ASSIGN_OR_RETURN(r.max_images, t.Int(k + "match.max_images", r.max_images, 0, 1000000));
+  ASSIGN_OR_RETURN(size_t models, t.ListSize(k + "models"));
+  for (size_t i = 0; i < models; ++i) {
+    const std::string m = k + "models." + std::to_string(i) + ".";
+    worklist::ModelRef ref;
+    ASSIGN_OR_RETURN(ref.name, t.String(m + "name", ""));
+    ASSIGN_OR_RETURN(ref.version, t.Int(m + "version", 0, 0, INT64_MAX));
+    if (ref.name.empty()) return absl::InvalidArgumentError(m + "name must be set");
+    r.models.push_back(ref);
+  }
+  ASSIGN_OR_RETURN(std::string priority, t.String(k + "priority", "routine"));
+  if (priority == "stat") {
+    r.priority = worklist::kPriorityStat;
+  } else if (priority == "routine") {
+    r.priority = worklist::kPriorityRoutine;
+  } else {
+    return absl::InvalidArgumentError(k + "priority must be stat or routine");
+  }
+  ASSIGN_OR_RETURN(std::string mode, t.String(k + "mode", "clinical"));
+  if (mode == "clinical") {
+    r.mode = worklist::ReadMode::kClinical;
+  } else if (mode == "shadow") {
+    r.mode = worklist::ReadMode::kShadow;
+  } else {
+    return absl::InvalidArgumentError(k + "mode must be clinical or shadow");
+  }
+  auto& c = r.completeness;
+  ASSIGN_OR_RETURN(std::string trigger, t.String(k + "completeness.trigger", "silence"));
+  if (trigger == "instance") {
+    c.trigger = worklist::Trigger::kInstance;
+  } else if (trigger == "silence") {
+    c.trigger = worklist::Trigger::kSilence;
+  } else if (trigger == "association") {
+    c.trigger = worklist::Trigger::kAssociation;
+  } else {
+    return absl::InvalidArgumentError(k + "completeness.trigger must be instance, silence or association");
+  }
+  ASSIGN_OR_RETURN(int64_t silence, t.Int(k + "completeness.silence_seconds", c.silence.count(), 0, 86400));
+  c.silence = seconds(silence);
+  ASSIGN_OR_RETURN(int64_t max_wait, t.Int(k + "completeness.max_wait_seconds", c.max_wait.count(), 0, 7 * 86400));
+  c.max_wait = seconds(max_wait);
+  ASSIGN_OR_RETURN(c.use_expected_count, t.Bool(k + "completeness.expected_count", c.use_expected_count));
+  ASSIGN_OR_RETURN(std::string late, t.String(k + "completeness.late_instances", "ignore"));
+  if (late == "ignore") {
+    c.late = worklist::LatePolicy::kIgnore;
+  } else if (late == "reread") {
+    c.late = worklist::LatePolicy::kReread;
+  } else {
+    return absl::InvalidArgumentError(k + "completeness.late_instances must be ignore or reread");
+  }
+  return r;
+}
+
+absl::Status ParsePipeline(config::ConfigTree& t, worklist::PipelineOptions& p, const std::string& node_ae) {
+  ASSIGN_OR_RETURN(size_t rules, t.ListSize("routing.rules"));
+  for (size_t i = 0; i < rules; ++i) {
+    ASSIGN_OR_RETURN(auto rule, ParseRule(t, "routing.rules." + std::to_string(i) + "."));
+    p.tracker.rules.push_back(std::move(rule));
+  }
+  RETURN_IF_ERROR(worklist::ValidateRules(p.tracker.rules));
+
+  ASSIGN_OR_RETURN(p.inference.endpoints, t.StringList("inference.endpoints", {}));
+  ASSIGN_OR_RETURN(int64_t call_ms, t.Int("inference.call_timeout_ms", p.inference.call_timeout.count(), 100, 600000));
+  p.inference.call_timeout = milliseconds(call_ms);
+  ASSIGN_OR_RETURN(int64_t health_ms,
+                   t.Int("inference.health_interval_ms", p.inference.health_interval.count(), 50, 600000));
+  p.inference.health_interval = milliseconds(health_ms);
+  ASSIGN_OR_RETURN(int64_t attempts, t.Int("inference.max_attempts", p.inference.max_attempts, 1, 20));
+  p.inference.max_attempts = static_cast<int>(attempts);
+  ASSIGN_OR_RETURN(uint64_t max_msg, t.Bytes("inference.max_message_bytes", p.inference.max_message_bytes));
+  p.inference.max_message_bytes = static_cast<int64_t>(max_msg);
+
+  ASSIGN_OR_RETURN(int64_t dconc, t.Int("dispatch.concurrency", p.dispatch.concurrency, 1, 64));
+  p.dispatch.concurrency = static_cast<int>(dconc);
+  ASSIGN_OR_RETURN(int64_t dmax, t.Int("dispatch.max_attempts", p.tracker.dispatch_max_attempts, 1, 100));
+  p.tracker.dispatch_max_attempts = static_cast<int>(dmax);
+  ASSIGN_OR_RETURN(int64_t lease, t.Int("queue.lease_seconds", 120, 5, 86400));
+  p.queue.lease = seconds(lease);
+  ASSIGN_OR_RETURN(int64_t base, t.Int("queue.backoff_base_ms", p.queue.backoff_base.count(), 10, 3600000));
+  p.queue.backoff_base = milliseconds(base);
+  ASSIGN_OR_RETURN(int64_t cap, t.Int("queue.backoff_max_ms", p.queue.backoff_max.count(), 10, 86400000));
+  p.queue.backoff_max = milliseconds(cap);
+  ASSIGN_OR_RETURN(int64_t reap, t.Int("queue.maintenance_interval_ms", p.maintenance_interval.count(), 100, 600000));
+  p.maintenance_interval = milliseconds(reap);
+
+  ASSIGN_OR_RETURN(int64_t econc, t.Int("export.concurrency", p.exporter.concurrency, 1, 64));
+  p.exporter.concurrency = static_cast<int>(econc);
+  ASSIGN_OR_RETURN(int64_t emax, t.Int("export.max_attempts", p.dispatch.export_max_attempts, 1, 100));
+  p.dispatch.export_max_attempts = static_cast<int>(emax);
+  ASSIGN_OR_RETURN(std::string calling, t.String("export.calling_ae", node_ae));
+  ASSIGN_OR_RETURN(size_t dests, t.ListSize("export.destinations"));
+  for (size_t i = 0; i < dests; ++i) {
+    const std::string k = "export.destinations." + std::to_string(i) + ".";
+    scp::StoreDestination d;
+    ASSIGN_OR_RETURN(d.name, t.String(k + "name", ""));
+    ASSIGN_OR_RETURN(std::string address, t.String(k + "address", ""));
+    if (d.name.empty() || address.empty()) return absl::InvalidArgumentError(k + "name and address must be set");
+    ASSIGN_OR_RETURN(scp::StoreDestination parsed, scp::ParseStoreDestination(address));
+    d.ae_title = parsed.ae_title;
+    d.host = parsed.host;
+    d.port = parsed.port;
+    d.calling_ae = calling;
+    ASSIGN_OR_RETURN(int64_t cto, t.Int(k + "connect_timeout_seconds", d.connect_timeout_s, 1, 600));
+    d.connect_timeout_s = static_cast<int>(cto);
+    ASSIGN_OR_RETURN(int64_t dto, t.Int(k + "dimse_timeout_seconds", d.dimse_timeout_s, 1, 3600));
+    d.dimse_timeout_s = static_cast<int>(dto);
+    if (p.exporter.destinations.count(d.name)) {
+      return absl::InvalidArgumentError("export destination " + d.name + " is named twice");
+    }
+    p.dispatch.destinations.push_back(d.name);
+    p.exporter.destinations[d.name] = d;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 absl::StatusOr<NodeOptions> ParseNodeOptions(config::ConfigTree& t) {
   NodeOptions o;
@@ -58,6 +194,13 @@ absl::StatusOr<NodeOptions> ParseNodeOptions(config::ConfigTree& t) {
 
   ASSIGN_OR_RETURN(o.log.level, t.String("log.level", o.log.level));
   ASSIGN_OR_RETURN(o.log.file, t.String("log.file", o.log.file));
+
+  RETURN_IF_ERROR(ParsePipeline(t, o.pipeline, o.dicom.ae_title));
+  char host[256] = {0};
+  gethostname(host, sizeof host - 1);
+  o.pipeline.dispatch.node_id = std::string(host) + ":" + std::to_string(getpid());
+  o.pipeline.exporter.node_id = o.pipeline.dispatch.node_id;
+  o.pipeline.dispatch.software_version = SECONDREAD_VERSION_STRING;
 
   RETURN_IF_ERROR(t.CheckNoUnknownKeys());
   return o;

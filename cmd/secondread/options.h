@@ -7,6 +7,7 @@
 #include "scp/dicom_server.h"
 #include "scp/spool.h"
 #include "worklist/pg_pool.h"
+#include "worklist/pipeline.h"
 
 namespace secondread {
 
@@ -18,6 +19,7 @@ struct NodeOptions {
   bool migrate_on_start = false;
   HttpOptions http;
   log::LogOptions log;
+  worklist::PipelineOptions pipeline;
 };
 
 absl::StatusOr<NodeOptions> ParseNodeOptions(config::ConfigTree& tree);

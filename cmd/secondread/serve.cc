@@ -43,6 +43,8 @@ absl::Status Serve(const NodeOptions& options) {
   scp::StoreProcessor processor(options.max_instance_bytes, spool.get(), &registry, &scp_metrics);
   ASSIGN_OR_RETURN(auto server, scp::DicomServer::Create(options.dicom, &processor, &registry, &scp_metrics));
 
+  ASSIGN_OR_RETURN(auto pipeline, worklist::Pipeline::Start(options.pipeline, options.database, spool.get(), metrics));
+
   ASSIGN_OR_RETURN(auto http, OpsHttpServer::Start(options.http, &metrics, [&]() -> absl::Status {
                      RETURN_IF_ERROR(registry.Ping());
                      return spool->CheckWritable();
@@ -63,6 +65,7 @@ absl::Status Serve(const NodeOptions& options) {
     pthread_kill(waiter.native_handle(), SIGTERM);
     waiter.join();
   }
+  pipeline->Stop();
   http->Stop();
   log::Info("node_stopped", {{"ok", st.ok()}});
   return st;

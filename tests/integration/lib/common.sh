@@ -39,7 +39,10 @@ it_cleanup() {
 }
 
 node_up() {  # [dev-up args...]
-  "$IT_REPO/scripts/dev-up" "$NODE" "$@" >/dev/null
+  # Tests that read studies set IT_WORKER=1; the others need no worker.
+  local worker=(--no-worker)
+  [ "${IT_WORKER:-0}" = 1 ] && worker=()
+  "$IT_REPO/scripts/dev-up" "$NODE" "${worker[@]}" "$@" >/dev/null
   # shellcheck disable=SC1091
   source "$NODE/env"
 }

@@ -11,8 +11,10 @@
 #
 # Orthanc 1.10 has no option to choose the listening address: its HTTP server
 # listens on every interface, so RemoteAccessAllowed=false makes it refuse any
-# client but loopback, and the DICOM server (not needed to act as an SCU) is
-# disabled so that nothing else listens.
+# client but loopback. Its DICOM server is off unless ORTHANC_DICOM=1 (Orthanc
+# as the PACS that receives results); then it listens on ORTHANC_DICOM_PORT,
+# also on every interface, and only this machine's loopback clients use it.
+# ORTHANC_DICOM_PORT may be preset to restart an Orthanc on the same port.
 
 ORTHANC_START_TIMEOUT=${ORTHANC_START_TIMEOUT:-60}
 
@@ -32,11 +34,13 @@ orthanc_start() {  # dir name aet host port
   local dir=$1 name=$2 aet=$3 host=$4 port=$5 bin http_port dicom_port
   bin=$(orthanc_bin) || return 1
   mkdir -p "$dir/storage" "$dir/index"
-  http_port=$(orthanc_free_port)
-  dicom_port=$(orthanc_free_port)
-  python3 - "$dir" "$http_port" "$dicom_port" "$name" "$aet" "$host" "$port" <<'PY'
+  http_port=${ORTHANC_HTTP_PORT:-$(orthanc_free_port)}
+  dicom_port=${ORTHANC_DICOM_PORT:-$(orthanc_free_port)}
+  ORTHANC_DICOM_PORT=$dicom_port
+  ORTHANC_HTTP_PORT=$http_port
+  python3 - "$dir" "$http_port" "$dicom_port" "$name" "$aet" "$host" "$port" "${ORTHANC_DICOM:-0}" <<'PY'
 import json, os, sys
-d, http_port, dicom_port, name, aet, host, port = sys.argv[1:]
+d, http_port, dicom_port, name, aet, host, port, dicom = sys.argv[1:]
 cfg = {
     "Name": "secondread-test",
     "StorageDirectory": os.path.join(d, "storage"),
@@ -50,7 +54,7 @@ cfg = {
     "RemoteAccessAllowed": False,
     "AuthenticationEnabled": False,
     "SslEnabled": False,
-    "DicomServerEnabled": False,
+    "DicomServerEnabled": dicom == "1",
     "DicomAet": "ORTHANC",
     "DicomPort": int(dicom_port),
     "DicomCheckCalledAet": False,
@@ -61,7 +65,9 @@ cfg = {
     "SaveJobs": False,
     "JobsHistorySize": 10,
     "ExecuteLuaEnabled": False,
-    "OverwriteInstances": False,
+    # A re-sent result object (same UID) replaces the stored one, as a PACS
+    # configured for AI results should.
+    "OverwriteInstances": dicom == "1",
 }
 with open(os.path.join(d, "orthanc.json"), "w") as f:
     json.dump(cfg, f, indent=2)

@@ -1,0 +1,14 @@
+DROP TABLE IF EXISTS worklist_entries;
+DROP TABLE IF EXISTS exports;
+DROP TABLE IF EXISTS result_objects;
+DROP TABLE IF EXISTS findings;
+DROP TABLE IF EXISTS read_instances;
+DROP TABLE IF EXISTS reads;
+DROP TABLE IF EXISTS study_routing;
+DROP TABLE IF EXISTS candidate_instances;
+DROP TABLE IF EXISTS study_candidates;
+DROP TRIGGER IF EXISTS associations_intake ON associations;
+DROP FUNCTION IF EXISTS intake_association();
+DROP TRIGGER IF EXISTS instances_intake ON instances;
+DROP FUNCTION IF EXISTS intake_instance();
+DROP TABLE IF EXISTS intake;

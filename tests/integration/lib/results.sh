@@ -1,0 +1,88 @@
+# shellcheck shell=bash
+# Helpers for the results tests (Orthanc as the hospital PACS, the node with a
+# worker); sourced after common.sh and orthanc.sh.
+
+# Starts Orthanc as the PACS that both sends studies to the node (modality
+# "secondread") and receives its results, and the node (with a worker)
+# exporting to it. Extra arguments go to dev-up.
+results_up() {
+  ORTHANC_DIR="$WORK/orthanc"
+  ORTHANC_DICOM=1
+  ORTHANC_DICOM_PORT=$(free_port)
+  export ORTHANC_DICOM ORTHANC_DICOM_PORT
+  IT_WORKER=1 node_up --pacs "ORTHANC@127.0.0.1:$ORTHANC_DICOM_PORT" "$@"
+  orthanc_start "$ORTHANC_DIR" secondread SECONDREAD 127.0.0.1 "$SECONDREAD_DICOM_PORT" ||
+    fail "Orthanc did not start"
+}
+
+# Uploads the files to Orthanc and prints the Orthanc study id (one study).
+orthanc_upload() {  # files...
+  local f out id=""
+  for f in "$@"; do
+    out=$(curl -fsS -X POST "$ORTHANC_URL/instances" --data-binary "@$f") || fail "upload $f to Orthanc"
+    id=$($PY -c 'import json,sys; print(json.load(sys.stdin)["ParentStudy"])' <<<"$out")
+  done
+  echo "$id"
+}
+
+# Orthanc sends a study to the node, as a PACS routing rule would.
+orthanc_send_study() {  # orthanc-study-id
+  curl -fsS -X POST "$ORTHANC_URL/modalities/secondread/store" -d "$1" >/dev/null ||
+    fail "Orthanc could not send study $1 to the node"
+}
+
+# Prints "modality sop_instance_uid orthanc_instance_id" for every instance of
+# the Orthanc study.
+orthanc_instances() {  # orthanc-study-id
+  $PY - "$ORTHANC_URL" "$1" <<'PY'
+import json, sys, urllib.request
+base, study = sys.argv[1], sys.argv[2]
+def get(path):
+    with urllib.request.urlopen(base + path, timeout=10) as r:
+        return json.load(r)
+try:
+    series = get("/studies/%s/series" % study)
+except Exception:
+    sys.exit(0)
+for s in series:
+    modality = s["MainDicomTags"].get("Modality", "")
+    for i in s["Instances"]:
+        inst = get("/instances/%s" % i)
+        print(modality, inst["MainDicomTags"]["SOPInstanceUID"], i)
+PY
+}
+
+# Waits until the Orthanc study holds at least N SR and M OT (Secondary
+# Capture) instances; fails after the timeout.
+wait_results_in_orthanc() {  # orthanc-study-id n_sr n_sc timeout_s
+  local deadline=$(( $(date +%s) + $4 )) list
+  while [ "$(date +%s)" -lt "$deadline" ]; do
+    list=$(orthanc_instances "$1")
+    if [ "$(grep -c '^SR ' <<<"$list")" -ge "$2" ] && [ "$(grep -c '^OT ' <<<"$list")" -ge "$3" ]; then
+      return 0
+    fi
+    sleep 0.5
+  done
+  echo "$list" >&2
+  fail "results for Orthanc study $1 did not arrive in $4 s"
+}
+
+# Runs dciodvfy on a file and fails on any error it reports.
+check_dciodvfy() {  # file label
+  local out
+  out=$(dciodvfy "$1" 2>&1 || true)
+  if grep -q '^Error' <<<"$out"; then
+    echo "$out" | grep '^Error' >&2
+    fail "dciodvfy reports errors in $2"
+  fi
+}
+
+wait_sql() {  # query expected timeout_s
+  local deadline=$(( $(date +%s) + $3 )) got=""
+  while [ "$(date +%s)" -lt "$deadline" ]; do
+    got=$(sql "$1" 2>/dev/null || true)
+    [ "$got" = "$2" ] && return 0
+    sleep 0.3
+  done
+  fail "waited $3 s for [$1] = [$2], last [$got]"
+}

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# No patient data crosses into the inference tier. DICOM files full of
+# patient data (names, IDs, birth dates, accession numbers, dates,
+# institution, UIDs), in several transfer syntaxes, go through the real node
+# and a real worker; a recording proxy between them keeps the exact bytes of
+# every request the node sent, and none of those values may appear in them.
+source "$(dirname "$0")/lib/common.sh"
+source "$(dirname "$0")/lib/results.sh"
+it_setup "$@"
+INFER_RECORDER=${INFER_RECORDER:-$BUILD_DIR/tests/infer_recorder}
+trap 'rc=$?; [ -n "${REC_PID:-}" ] && kill "$REC_PID" 2>/dev/null; (exit $rc); it_cleanup' EXIT
+
+worker_up --set cpu.threads=1
+"$INFER_RECORDER" --listen 127.0.0.1:0 --upstream "$SECONDREAD_WORKER_ADDR" --out "$WORK/requests.bin" \
+  --port-file "$WORK/recorder.port" >"$WORK/recorder.log" 2>&1 &
+REC_PID=$!
+for _ in $(seq 1 100); do [ -s "$WORK/recorder.port" ] && break; sleep 0.1; done
+[ -s "$WORK/recorder.port" ] || fail "the recorder did not start"
+node_up --set "inference.endpoints=[127.0.0.1:$(cat "$WORK/recorder.port")]"
+
+# storescu sends a compressed object as it is only when told to propose its
+# transfer syntax; otherwise it would decompress it first.
+declare -A PROPOSE=([explicit]=-xe [implicit]=-xi [jpeg-ls]=-xt [rle]=-xr [j2k]=-xv [jpeg-lossless]=-xs)
+i=0
+for syntax in explicit implicit jpeg-ls rle j2k jpeg-lossless; do
+  i=$((i + 1))
+  extra=()
+  [ "$syntax" = rle ] && extra=(--monochrome1)
+  $PY "$IT_REPO/tools/gen_study.py" "$WORK/in-$syntax" --studies 1 --images-per-study 2 --lesion random \
+    --modality CR --syntax "$syntax" --seed $((200 + i)) "${extra[@]}" >/dev/null
+  SEND_OPTS=${PROPOSE[$syntax]} send "$WORK"/in-$syntax/study-*/*.dcm >/dev/null 2>&1 || fail "storescu $syntax"
+done
+wait_sql "SELECT count(*) FROM reads WHERE state = 'done'" 12 120
+pass "12 images in six transfer syntaxes read through the recording proxy"
+
+$PY - "$WORK/requests.bin" "$WORK"/in-*/manifest.json <<'PY' || fail "patient data found in what was sent to the worker"
+import struct, sys, pydicom, glob, os
+data = open(sys.argv[1], "rb").read()
+records, off = [], 0
+while off < len(data):
+    n = struct.unpack("<I", data[off:off + 4])[0]
+    records.append(data[off + 4:off + 4 + n]); off += 4 + n
+blob = b"".join(records)
+big = [r for r in records if len(r) > 100000]
+assert len(big) >= 12, "expected at least 12 image-carrying requests, got %d" % len(big)
+needles = set()
+for m in sys.argv[2:]:
+    base = os.path.dirname(m)
+    for f in glob.glob(os.path.join(base, "study-*", "*.dcm")):
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        for kw in ("PatientID", "IssuerOfPatientID", "PatientBirthDate", "AccessionNumber", "StudyDate",
+                   "StudyTime", "StudyID", "InstitutionName", "StudyInstanceUID", "SeriesInstanceUID",
+                   "SOPInstanceUID", "ReferringPhysicianName", "StudyDescription", "SeriesDate"):
+            v = str(ds.get(kw, "") or "")
+            if len(v) >= 4:
+                needles.add(v)
+        needles.add(str(ds.PatientName))
+        # Name parts of five letters or more: shorter byte strings occur in
+        # megabytes of pixel data by chance.
+        for part in str(ds.PatientName).replace("^", " ").split():
+            if len(part) >= 5:
+                needles.add(part)
+assert len(needles) > 20, needles
+found = [n for n in needles if n.encode() in blob or n.upper().encode() in blob]
+# Binary pixel data can contain any short byte string by chance; a UID, an
+# ID or a name is long enough that a match means a leak.
+if found:
+    print("found in requests:", found)
+    sys.exit(1)
+print("checked %d values against %d requests (%d bytes)" % (len(needles), len(records), len(blob)))
+PY
+pass "none of the patient names, IDs, dates, accession numbers or UIDs appear in the bytes sent"
+finish

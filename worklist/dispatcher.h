@@ -1,0 +1,62 @@
+// The dispatcher runs the dispatch queue: for each read it decodes the source
+// images, sends only their pixels and physical facts to the inference tier,
+// stores the findings, writes the SR and Secondary Capture objects, queues
+// their export (clinical mode) and updates the radiologist worklist. All
+// database effects of a read commit in one transaction, and a read that is
+// already done is not redone, so a job re-run after a crash changes nothing.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/status.h"
+#include "scp/spool.h"
+#include "worklist/inference_client.h"
+#include "worklist/job_queue.h"
+#include "worklist/pipeline_metrics.h"
+#include "worklist/result_files.h"
+
+namespace secondread::worklist {
+
+struct DispatcherOptions {
+  int concurrency = 2;
+  std::string node_id;                    // claimed_by in the queue
+  std::vector<std::string> destinations;  // export destination names for clinical reads
+  int export_max_attempts = 12;
+  std::string software_version;
+  std::chrono::milliseconds idle_wait{1000};
+};
+
+class Dispatcher {
+ public:
+  Dispatcher(DispatcherOptions options, DatabaseOptions db, PgPool* pool, JobQueue* queue,
+             InferenceClient* inference, const scp::Spool* spool, const ResultFiles* results,
+             PipelineMetrics* metrics);
+  ~Dispatcher();
+
+  void Start();
+  void Stop();
+
+  // Runs one claimed dispatch job to its end (complete or failed); exposed
+  // for tests.
+  void Process(const Job& job);
+
+ private:
+  void Loop(int index);
+
+  DispatcherOptions options_;
+  DatabaseOptions db_;
+  PgPool* pool_;
+  JobQueue* queue_;
+  InferenceClient* inference_;
+  const scp::Spool* spool_;
+  const ResultFiles* results_;
+  PipelineMetrics* metrics_;
+  std::atomic<bool> stop_{false};
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace secondread::worklist

@@ -1,0 +1,37 @@
+// Metrics of the path from a received study to delivered results.
+#pragma once
+
+#include <string>
+
+#include "common/metrics.h"
+
+namespace secondread::worklist {
+
+struct PipelineMetrics {
+  explicit PipelineMetrics(metrics::MetricsRegistry& registry);
+
+  // result: done | failed | not_applicable
+  metrics::Counter& Reads(const std::string& result) { return reads_family.Add({{"result", result}}); }
+  // stage: completeness_wait | queue | decode | inference | results | export
+  metrics::Histogram& Stage(const std::string& stage) {
+    return stage_family.Add({{"stage", stage}}, metrics::LatencyBuckets());
+  }
+  // result: sent | retry | dead
+  metrics::Counter& Exports(const std::string& result) { return exports_family.Add({{"result", result}}); }
+  metrics::Gauge& Jobs(const std::string& queue, const std::string& state) {
+    return jobs_family.Add({{"queue", queue}, {"state", state}});
+  }
+  metrics::Gauge& EndpointUp(const std::string& endpoint) { return endpoint_family.Add({{"endpoint", endpoint}}); }
+
+  prometheus::Family<metrics::Counter>& reads_family;
+  metrics::Counter& flagged_reads;
+  metrics::Counter& unmatched_studies;
+  metrics::Counter& triggered_reads;
+  prometheus::Family<metrics::Histogram>& stage_family;
+  prometheus::Family<metrics::Counter>& exports_family;
+  prometheus::Family<metrics::Gauge>& jobs_family;
+  metrics::Gauge& dead_letters;
+  prometheus::Family<metrics::Gauge>& endpoint_family;
+};
+
+}  // namespace secondread::worklist

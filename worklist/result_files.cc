@@ -1,0 +1,78 @@
+#include "worklist/result_files.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <random>
+
+#include "common/digest.h"
+
+namespace secondread::worklist {
+namespace {
+
+absl::Status Errno(const std::string& what) {
+  int e = errno;
+  std::string msg = what + ": " + std::strerror(e);
+  if (e == ENOSPC || e == EDQUOT) return absl::ResourceExhaustedError(msg);
+  return absl::InternalError(msg);
+}
+
+absl::Status FsyncDir(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return Errno("open " + dir);
+  int rc = ::fsync(fd);
+  ::close(fd);
+  if (rc != 0) return Errno("fsync " + dir);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<ResultFiles> ResultFiles::Open(const std::string& spool_dir) {
+  if (spool_dir.empty()) return absl::InvalidArgumentError("storage.spool_dir must be set");
+  std::string dir = spool_dir + "/results";
+  if (::mkdir(dir.c_str(), 0750) != 0 && errno != EEXIST) return Errno("create " + dir);
+  RETURN_IF_ERROR(FsyncDir(spool_dir));
+  return ResultFiles(dir);
+}
+
+std::string ResultFiles::PathFor(const std::string& file_name) const { return dir_ + "/" + file_name + ".dcm"; }
+
+absl::StatusOr<std::string> ResultFiles::Write(const std::string& sop_instance_uid, const std::string& bytes) const {
+  std::string name = Sha256Hex(sop_instance_uid);
+  std::random_device rd;
+  std::string tmp = dir_ + "/." + name + "." + std::to_string(rd()) + ".part";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+  if (fd < 0) return Errno("create result file");
+  size_t off = 0;
+  while (off < bytes.size()) {
+    ssize_t n = ::write(fd, bytes.data() + off, bytes.size() - off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      absl::Status st = Errno("write result file");
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      return st;
+    }
+    off += static_cast<size_t>(n);
+  }
+  if (::fdatasync(fd) != 0) {
+    absl::Status st = Errno("fdatasync result file");
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return st;
+  }
+  ::close(fd);
+  if (::rename(tmp.c_str(), PathFor(name).c_str()) != 0) {
+    absl::Status st = Errno("rename result file");
+    ::unlink(tmp.c_str());
+    return st;
+  }
+  RETURN_IF_ERROR(FsyncDir(dir_));
+  return name;
+}
+
+}  // namespace secondread::worklist

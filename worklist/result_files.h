@@ -1,0 +1,27 @@
+// Durable files for the DICOM objects the node creates: <spool>/results/
+// <sha256 of the SOP Instance UID>.dcm, written to a temporary file,
+// fdatasync'ed, renamed and the directory fsync'ed, so a result the database
+// points at always exists whole.
+#pragma once
+
+#include <string>
+
+#include "common/status.h"
+
+namespace secondread::worklist {
+
+class ResultFiles {
+ public:
+  // Creates <spool_dir>/results when missing.
+  static absl::StatusOr<ResultFiles> Open(const std::string& spool_dir);
+
+  // Returns the file name (64 hex characters) derived from the UID.
+  absl::StatusOr<std::string> Write(const std::string& sop_instance_uid, const std::string& bytes) const;
+  std::string PathFor(const std::string& file_name) const;
+
+ private:
+  explicit ResultFiles(std::string dir) : dir_(std::move(dir)) {}
+  std::string dir_;
+};
+
+}  // namespace secondread::worklist
