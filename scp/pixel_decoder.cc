@@ -6,8 +6,8 @@
 #include <exception>
 #include <memory>
 #include <mutex>
-#include <vector>
 #include <string>
+#include <vector>
 
 #include "dcmtk/dcmdata/dccodec.h"
 #include "dcmtk/dcmdata/dcdeftag.h"
@@ -296,8 +296,9 @@ absl::StatusOr<DecodedImage> DecodeUnguarded(const std::string& path, const Deco
   DicomImage* mono = &image;
   std::unique_ptr<DicomImage> luminance;
   if (!image.isMonochrome()) {
-    // Colour sources become a luminance image (ITU-R BT.601 weights) rather
-    // than being refused; a colour secondary capture still carries a study.
+    // Colour sources (RGB, YBR, palette) become a luminance image (ITU-R
+    // BT.601 weights) rather than being refused: models read grey levels, and
+    // colour-encoded radiographs and captures still deserve a second read.
     luminance.reset(image.createMonochromeImage());
     if (!luminance || luminance->getStatus() != EIS_Normal) {
       return absl::InvalidArgumentError("colour image could not be converted to monochrome");

@@ -309,7 +309,10 @@ absl::StatusOr<BuiltObject> Build(const SourceImage& source, const Heatmap* heat
                                 "creating Source Image Sequence"));
   RETURN_IF_ERROR(Put(*ref, DCM_ReferencedSOPClassUID, ref_class));
   RETURN_IF_ERROR(Put(*ref, DCM_ReferencedSOPInstanceUID, ref_instance));
-  if (source.frame > 0) RETURN_IF_ERROR(Put(*ref, DCM_ReferencedFrameNumber, std::to_string(source.frame)));
+  // A frame number on a single-frame object is invalid (PS3.3 C.7.6.1.1.2).
+  if (source.frame > 0 && src->tagExists(DCM_NumberOfFrames)) {
+    RETURN_IF_ERROR(Put(*ref, DCM_ReferencedFrameNumber, std::to_string(source.frame)));
+  }
   DcmItem* purpose = nullptr;
   RETURN_IF_ERROR(FromCondition(ref->findOrCreateSequenceItem(DCM_PurposeOfReferenceCodeSequence, purpose, 0),
                                 "creating Purpose of Reference Code Sequence"));

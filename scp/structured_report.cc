@@ -141,10 +141,10 @@ absl::Status Validate(const std::vector<SourceImage>& sources, const std::vector
                       const AlgorithmInfo& algorithm) {
   if (sources.empty()) return absl::InvalidArgumentError("SR needs at least one source image");
   for (const SourceImage& source : sources) {
-    if (source.sop_class_uid.empty() || source.sop_instance_uid.empty() ||
+    if (source.sop_class_uid.empty() || source.sop_instance_uid.empty() || source.series_instance_uid.empty() ||
         DcmUniqueIdentifier::checkStringValue(source.sop_class_uid.c_str(), "1").bad() ||
         DcmUniqueIdentifier::checkStringValue(source.sop_instance_uid.c_str(), "1").bad()) {
-      return absl::InvalidArgumentError("source image without valid SOP Class/Instance UID");
+      return absl::InvalidArgumentError("source image without valid SOP Class, SOP Instance or Series UID");
     }
   }
   if (algorithm.model_name.empty() || algorithm.model_version.empty()) {
@@ -314,10 +314,8 @@ absl::StatusOr<BuiltObject> Build(const std::vector<SourceImage>& sources, const
   // Every source is evidence for this report. The node reads one study per
   // job, so all sources belong to the study of sources[0].
   for (const SourceImage& image : sources) {
-    const std::string series = image.series_instance_uid.empty() ? "" : image.series_instance_uid;
-    if (series.empty()) return absl::InvalidArgumentError("source image without Series Instance UID");
     RETURN_IF_ERROR(FromCondition(document.getCurrentRequestedProcedureEvidence().addItem(
-                                      study_uid, series.c_str(), image.sop_class_uid.c_str(),
+                                      study_uid, image.series_instance_uid.c_str(), image.sop_class_uid.c_str(),
                                       image.sop_instance_uid.c_str()),
                                   "SR: Current Requested Procedure Evidence"));
   }

@@ -67,6 +67,14 @@ ON CONFLICT (study_ref) DO UPDATE SET reason = EXCLUDED.reason, updated_at = now
   WHERE study_routing.status = 'unmatched'
 )SQL";
 
+// A study whose only matching rules failed at completion (image count) is
+// unmatched after all, unless another rule read it.
+constexpr char kRoutingRejected[] = R"SQL(
+INSERT INTO study_routing (study_ref, status, reason) VALUES ($1, 'unmatched', $2)
+ON CONFLICT (study_ref) DO UPDATE SET status = 'unmatched', reason = EXCLUDED.reason, updated_at = now()
+  WHERE NOT EXISTS (SELECT 1 FROM reads r WHERE r.study_ref = EXCLUDED.study_ref)
+)SQL";
+
 constexpr char kReleased[] = R"SQL(
 UPDATE study_candidates sc
 SET due_at = LEAST(sc.due_at, clock_timestamp()), due_reason = 'association'
@@ -285,7 +293,7 @@ absl::StatusOr<StudyTracker::CycleResult> StudyTracker::RunOnce() {
       }
       const RoutingRule& rule = *it->second;
       if (!MatchesImageCount(rule, images)) {
-        tx.exec_params(kRoutingUnmatched, study,
+        tx.exec_params(kRoutingRejected, study,
                        "rule " + rule.name + ": " + std::to_string(images) + " matching images outside its bounds");
         ++unmatched;
         continue;

@@ -336,6 +336,18 @@ TEST_F(SecondaryCaptureTest, ReferencesTheFrameOfAMultiFrameSource) {
   EXPECT_EQ(img.At(5, banner + 5)[0], Grey8(plain->frames[1].pixels[5 * 128 + 5]));
   EXPECT_NE(plain->frames[1].pixels[5 * 128 + 5], plain->frames[0].pixels[5 * 128 + 5]);
 
+  SourceImage single = WriteSource("ct.dcm", 128, 128);
+  single.frame = 1;
+  auto single_sc = BuildSecondaryCapture(single, nullptr, {}, algorithm_, identity_, when_);
+  ASSERT_TRUE(single_sc.ok()) << single_sc.status();
+  const std::string single_path = Save(*single_sc, "single.dcm");
+  const std::string single_report = Dciodvfy(single_path);
+  EXPECT_EQ(ErrorLines(single_report), 0) << single_report;
+  DcmFileFormat single_ff;
+  ASSERT_TRUE(single_ff.loadFile(single_path.c_str()).good());
+  ASSERT_TRUE(single_ff.getDataset()->findAndGetSequenceItem(DCM_SourceImageSequence, ref, 0).good());
+  EXPECT_FALSE(ref->tagExists(DCM_ReferencedFrameNumber));
+
   source.frame = 4;
   EXPECT_EQ(BuildSecondaryCapture(source, nullptr, {}, algorithm_, identity_, when_).status().code(),
             absl::StatusCode::kInvalidArgument);
