@@ -190,14 +190,6 @@ absl::Status Put(DcmItem& item, const DcmTagKey& tag, const std::string& value) 
                        std::string("writing ") + DcmTag(tag).getTagName());
 }
 
-std::string SeriesDescription(const std::string& model) {
-  const std::string head = "AI RESULT (";
-  const std::string tail = ") - FOR REVIEW, NOT A DIAGNOSIS";
-  // The disclaimer is the part that must survive the 64-character LO limit;
-  // the model name gives way.
-  const size_t room = 64 - head.size() - tail.size();
-  return head + internals::TruncateValue(model, room) + tail;
-}
 
 absl::StatusOr<BuiltObject> Build(const SourceImage& source, const Heatmap* heatmap,
                                   const std::vector<Finding>& findings, const AlgorithmInfo& algorithm,
@@ -275,7 +267,7 @@ absl::StatusOr<BuiltObject> Build(const SourceImage& source, const Heatmap* heat
   DcmDataset& ds = *file.getDataset();
   RETURN_IF_ERROR(internals::CopyPatientAndStudy(*src, ds));
   RETURN_IF_ERROR(internals::AddResultCommon(ds, algorithm, identity, when, UID_SecondaryCaptureImageStorage, "OT",
-                                             SeriesDescription(algorithm.model_name)));
+                                             internals::ResultSeriesDescription(algorithm.model_name)));
 
   // General Series Laterality is Type 2C; the source's own value, else empty
   // (unknown), since a body part may be paired.

@@ -324,7 +324,7 @@ absl::StatusOr<BuiltObject> Build(const std::vector<SourceImage>& sources, const
   DcmDataset& dataset = *file.getDataset();
   RETURN_IF_ERROR(FromCondition(document.write(dataset), "SR: writing document"));
   RETURN_IF_ERROR(internals::CopyPatientAndStudy(source, dataset));
-  const std::string series_description = "AI RESULT (" + algorithm.model_name + ") - FOR REVIEW, NOT A DIAGNOSIS";
+  const std::string series_description = internals::ResultSeriesDescription(algorithm.model_name);
   RETURN_IF_ERROR(internals::AddResultCommon(dataset, algorithm, identity, when, kComprehensive3DSr, "SR",
                                              series_description));
   RETURN_IF_ERROR(EnsureEmptySequence(dataset, DCM_ReferencedPerformedProcedureStepSequence));

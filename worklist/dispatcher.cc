@@ -26,7 +26,7 @@ constexpr int kScSeriesNumber = 9902;
 
 constexpr char kLoadRead[] = R"SQL(
 SELECT r.state, r.study_ref, st.study_instance_uid, r.model_name, r.model_version, r.mode, r.priority,
-       extract(epoch FROM r.triggered_at)::float8
+       extract(epoch FROM r.triggered_at)::float8, r.trigger
 FROM reads r JOIN studies st ON st.id = r.study_ref
 WHERE r.id = $1
 )SQL";
@@ -93,6 +93,7 @@ struct ReadRow {
   std::string mode;
   int priority = 1;
   double triggered_at = 0;
+  std::string trigger;
 };
 
 struct SourceRow {
@@ -241,6 +242,7 @@ void Dispatcher::Process(const Job& job) {
     read.mode = r[0][5].as<std::string>();
     read.priority = r[0][6].as<int>();
     read.triggered_at = r[0][7].as<double>();
+    read.trigger = r[0][8].as<std::string>();
     sources.clear();
     for (const auto& row : tx.exec_params(kLoadSources, read_id)) {
       SourceRow s;
@@ -442,7 +444,13 @@ void Dispatcher::Process(const Job& job) {
   std::vector<Written> written;
   {
     scp::ResultIdentity id;
-    id.sop_instance_uid = scp::DerivedUid({read.study_uid, model.name(), version, "sr"});
+    // A study-level read has one SR per study and model version. Reads of
+    // single instances (per-instance triggering) each have their own, keyed
+    // by the instance, so one image's report never replaces another's.
+    id.sop_instance_uid =
+        read.trigger == "instance"
+            ? scp::DerivedUid({read.study_uid, model.name(), version, "sr", sources.front().sop_instance_uid})
+            : scp::DerivedUid({read.study_uid, model.name(), version, "sr"});
     id.series_instance_uid = scp::DerivedUid({read.study_uid, model.name(), version, "sr-series"});
     id.series_number = kSrSeriesNumber;
     id.instance_number = 1;

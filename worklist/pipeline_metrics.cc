@@ -8,7 +8,7 @@ PipelineMetrics::PipelineMetrics(metrics::MetricsRegistry& r)
                                     "Reads with at least one finding above its operating point")
                         .Add({})),
       unmatched_studies(r.CounterFamily("secondread_pipeline_unmatched_studies_total",
-                                        "Studies (or image-count checks) that no routing rule matched")
+                                        "Studies that no routing rule matched, or whose image count was outside every matching rule's bounds")
                             .Add({})),
       triggered_reads(r.CounterFamily("secondread_pipeline_reads_triggered_total",
                                       "Reads created by the study tracker")

@@ -22,7 +22,7 @@ SELECT it.id, it.kind, COALESCE(it.association_ref, 0),
        COALESCE(i.id, 0), COALESCE(i.sop_class_uid, ''), COALESCE(i.image_type, ''),
        COALESCE(se.modality, ''), COALESCE(se.body_part_examined, ''), COALESCE(se.series_description, ''),
        COALESCE(a.calling_ae, ''), COALESCE(a.called_ae, ''), COALESCE(st.id, 0),
-       COALESCE(st.expected_instances, -1)
+       COALESCE(st.expected_instances, -1), COALESCE(extract(epoch FROM it.created_at)::float8, 0)
 FROM intake it
 LEFT JOIN instances i ON i.id = it.instance_ref
 LEFT JOIN series se ON se.id = i.series_ref
@@ -65,6 +65,7 @@ constexpr char kRoutingUnmatched[] = R"SQL(
 INSERT INTO study_routing (study_ref, status, reason) VALUES ($1, 'unmatched', $2)
 ON CONFLICT (study_ref) DO UPDATE SET reason = EXCLUDED.reason, updated_at = now()
   WHERE study_routing.status = 'unmatched'
+RETURNING (xmax = 0)
 )SQL";
 
 // A study whose only matching rules failed at completion (image count) is
@@ -241,7 +242,9 @@ absl::StatusOr<StudyTracker::CycleResult> StudyTracker::RunOnce() {
         matched_rules += (matched_rules.empty() ? "" : ",") + rule.name;
         double now_s = Seconds(Clock::now());
         if (rule.completeness.trigger == Trigger::kInstance) {
-          for (const auto& m : rule.models) create_read(rule, m, study, 0, instance, 1, "instance", now_s);
+          // The wait is measured from the instance's registration.
+          const double received_at = row[13].as<double>();
+          for (const auto& m : rule.models) create_read(rule, m, study, 0, instance, 1, "instance", received_at);
           continue;
         }
         tx.exec_params(kEnsureCandidate, study, rule.name);
@@ -267,8 +270,9 @@ absl::StatusOr<StudyTracker::CycleResult> StudyTracker::RunOnce() {
         tx.exec_params(kUpdateCandidate, cand_id, generation, count, first_at, Seconds(due.at), due.reason);
       }
       if (matched_rules.empty()) {
-        tx.exec_params(kRoutingUnmatched, study, std::string("no routing rule matches"));
-        ++unmatched;
+        // Counted once per study: the first unmatched instance inserts the row.
+        auto r = tx.exec_params(kRoutingUnmatched, study, std::string("no routing rule matches"));
+        if (!r.empty() && r[0][0].as<bool>()) ++unmatched;
       } else {
         tx.exec_params(kRoutingMatched, study, "rules " + matched_rules);
       }
@@ -288,14 +292,14 @@ absl::StatusOr<StudyTracker::CycleResult> StudyTracker::RunOnce() {
       tx.exec_params(kTriggered, cand_id);
       auto it = by_name.find(rule_name);
       if (it == by_name.end()) {
-        tx.exec_params(kRoutingUnmatched, study, "routing rule " + rule_name + " no longer configured");
+        tx.exec_params(kRoutingRejected, study, "routing rule " + rule_name + " no longer configured");
         continue;
       }
       const RoutingRule& rule = *it->second;
       if (!MatchesImageCount(rule, images)) {
-        tx.exec_params(kRoutingRejected, study,
-                       "rule " + rule.name + ": " + std::to_string(images) + " matching images outside its bounds");
-        ++unmatched;
+        auto r = tx.exec_params(kRoutingRejected, study,
+                                "rule " + rule.name + ": " + std::to_string(images) + " matching images outside its bounds");
+        if (r.affected_rows() > 0) ++unmatched;
         continue;
       }
       for (const auto& m : rule.models) create_read(rule, m, study, cand_id, 0, generation, reason, last_at);

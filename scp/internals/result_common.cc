@@ -263,4 +263,11 @@ std::string TruncateValue(const std::string& value, size_t max_chars) {
   return out;
 }
 
+std::string ResultSeriesDescription(const std::string& model_name) {
+  const std::string head = "AI RESULT (";
+  const std::string tail = ") - FOR REVIEW, NOT A DIAGNOSIS";
+  const size_t room = 64 - head.size() - tail.size();
+  return head + TruncateValue(model_name, room) + tail;
+}
+
 }  // namespace secondread::scp::internals

@@ -54,4 +54,8 @@ absl::StatusOr<std::string> SerializePart10(DcmFileFormat& file);
 // (LO is 64 characters; the node writes ASCII or UTF-8).
 std::string TruncateValue(const std::string& value, size_t max_chars);
 
+// "AI RESULT (<model>) - FOR REVIEW, NOT A DIAGNOSIS" within the 64-character
+// LO limit: the model name gives way, the disclaimer never does.
+std::string ResultSeriesDescription(const std::string& model_name);
+
 }  // namespace secondread::scp::internals

@@ -25,7 +25,7 @@ routing:
     - name: maxwait
       match: {calling_aes: [MAXW]}
       models: [{name: synthetic-nodule-demo}]
-      completeness: {trigger: silence, silence_seconds: 3, max_wait_seconds: 4, expected_count: false}
+      completeness: {trigger: silence, silence_seconds: 5, max_wait_seconds: 6, expected_count: false}
     - name: late
       match: {calling_aes: [LATE]}
       models: [{name: synthetic-nodule-demo}]
@@ -83,12 +83,12 @@ wait_sql "SELECT count(*) FROM reads r JOIN studies s ON s.id = r.study_ref WHER
 pass "expected instance count: read as soon as the sender's count arrived"
 
 # Maximum wait: an instance every second keeps the study from going quiet.
-d=$(gen maxw 6)
-for k in 1 2 3 4 5 6; do SEND_AET=MAXW send "$d"/img-$k.dcm >/dev/null 2>&1; sleep 1; done
+d=$(gen maxw 8)
+for k in 1 2 3 4 5 6 7 8; do SEND_AET=MAXW send "$d"/img-$k.dcm >/dev/null 2>&1; sleep 1; done
 wait_sql "SELECT count(*) FROM reads r JOIN studies s ON s.id = r.study_ref WHERE s.study_instance_uid = '$(uid_of maxw)'" 1 10
 read=$(reads_of "$(uid_of maxw)" | head -n 1)
 [ "${read%% *}" = max_wait ] || fail "max wait read: $read"
-pass "maximum wait: read after 4 s although instances kept arriving ($read)"
+pass "maximum wait: read after 6 s although instances kept arriving ($read)"
 
 # Late instances: the 'late' rule re-reads, the 'assoc' rule only counts them.
 d=$(gen late 3)
