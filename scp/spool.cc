@@ -11,30 +11,19 @@
 #include <random>
 
 #include "common/digest.h"
+#include "common/posix.h"
 
 namespace secondread::scp {
 namespace {
 
-absl::Status Errno(const std::string& what) {
-  int e = errno;
-  std::string msg = what + ": " + std::strerror(e);
-  if (e == ENOSPC || e == EDQUOT) return absl::ResourceExhaustedError(msg);
-  return absl::InternalError(msg);
-}
+absl::Status Errno(const std::string& what) { return posix::ErrnoStatus(what); }
 
 absl::Status MakeDir(const std::string& path) {
   if (::mkdir(path.c_str(), 0750) != 0 && errno != EEXIST) return Errno("mkdir " + path);
   return absl::OkStatus();
 }
 
-absl::Status FsyncPath(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return Errno("open " + path);
-  int rc = ::fsync(fd);
-  ::close(fd);
-  if (rc != 0) return Errno("fsync " + path);
-  return absl::OkStatus();
-}
+absl::Status FsyncPath(const std::string& path) { return posix::FsyncDirectory(path); }
 
 std::string RandomHex(size_t bytes) {
   thread_local std::mt19937_64 rng(std::random_device{}());

@@ -178,28 +178,17 @@ Dispatcher::Dispatcher(DispatcherOptions options, DatabaseOptions db, PgPool* po
 Dispatcher::~Dispatcher() { Stop(); }
 
 void Dispatcher::Start() {
-  for (int i = 0; i < options_.concurrency; ++i) threads_.emplace_back([this, i] { Loop(i); });
+  JobRunnerOptions runner;
+  runner.queue = kDispatchQueue;
+  runner.concurrency = options_.concurrency;
+  runner.node_id = options_.node_id;
+  runner.idle_wait = options_.idle_wait;
+  runner_ = std::make_unique<JobRunner>(runner, db_, queue_, [this](const Job& job) { Process(job); });
+  runner_->Start();
 }
 
 void Dispatcher::Stop() {
-  stop_ = true;
-  for (auto& t : threads_) {
-    if (t.joinable()) t.join();
-  }
-  threads_.clear();
-}
-
-void Dispatcher::Loop(int index) {
-  JobNotifier notifier(db_);
-  const std::string me = options_.node_id + "/dispatch-" + std::to_string(index);
-  while (!stop_) {
-    auto jobs = queue_->Claim(kDispatchQueue, me, 1);
-    if (!jobs.ok() || jobs->empty()) {
-      notifier.Wait(kDispatchQueue, std::min(options_.idle_wait, std::chrono::milliseconds(250)));
-      continue;
-    }
-    Process(jobs->front());
-  }
+  if (runner_) runner_->Stop();
 }
 
 void Dispatcher::Process(const Job& job) {

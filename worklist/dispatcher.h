@@ -6,16 +6,16 @@
 // already done is not redone, so a job re-run after a crash changes nothing.
 #pragma once
 
-#include <atomic>
 #include <chrono>
+#include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "common/status.h"
 #include "scp/spool.h"
 #include "worklist/inference_client.h"
 #include "worklist/job_queue.h"
+#include "worklist/job_runner.h"
 #include "worklist/pipeline_metrics.h"
 #include "worklist/result_files.h"
 
@@ -45,7 +45,6 @@ class Dispatcher {
   void Process(const Job& job);
 
  private:
-  void Loop(int index);
 
   DispatcherOptions options_;
   DatabaseOptions db_;
@@ -55,8 +54,7 @@ class Dispatcher {
   const scp::Spool* spool_;
   const ResultFiles* results_;
   PipelineMetrics* metrics_;
-  std::atomic<bool> stop_{false};
-  std::vector<std::thread> threads_;
+  std::unique_ptr<JobRunner> runner_;
 };
 
 }  // namespace secondread::worklist

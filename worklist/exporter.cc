@@ -34,28 +34,17 @@ Exporter::Exporter(ExporterOptions options, DatabaseOptions db, PgPool* pool, Jo
 Exporter::~Exporter() { Stop(); }
 
 void Exporter::Start() {
-  for (int i = 0; i < options_.concurrency; ++i) threads_.emplace_back([this, i] { Loop(i); });
+  JobRunnerOptions runner;
+  runner.queue = kExportQueue;
+  runner.concurrency = options_.concurrency;
+  runner.node_id = options_.node_id;
+  runner.idle_wait = options_.idle_wait;
+  runner_ = std::make_unique<JobRunner>(runner, db_, queue_, [this](const Job& job) { Process(job); });
+  runner_->Start();
 }
 
 void Exporter::Stop() {
-  stop_ = true;
-  for (auto& t : threads_) {
-    if (t.joinable()) t.join();
-  }
-  threads_.clear();
-}
-
-void Exporter::Loop(int index) {
-  JobNotifier notifier(db_);
-  const std::string me = options_.node_id + "/export-" + std::to_string(index);
-  while (!stop_) {
-    auto jobs = queue_->Claim(kExportQueue, me, 1);
-    if (!jobs.ok() || jobs->empty()) {
-      notifier.Wait(kExportQueue, std::min(options_.idle_wait, std::chrono::milliseconds(250)));
-      continue;
-    }
-    Process(jobs->front());
-  }
+  if (runner_) runner_->Stop();
 }
 
 void Exporter::Process(const Job& job) {

@@ -6,15 +6,15 @@
 // so a re-send after a crash replaces rather than duplicates them.
 #pragma once
 
-#include <atomic>
 #include <chrono>
+#include <memory>
 #include <map>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "scp/store_scu.h"
 #include "worklist/job_queue.h"
+#include "worklist/job_runner.h"
 #include "worklist/pipeline_metrics.h"
 #include "worklist/result_files.h"
 
@@ -38,7 +38,6 @@ class Exporter {
   void Process(const Job& job);
 
  private:
-  void Loop(int index);
 
   ExporterOptions options_;
   DatabaseOptions db_;
@@ -46,8 +45,7 @@ class Exporter {
   JobQueue* queue_;
   const ResultFiles* results_;
   PipelineMetrics* metrics_;
-  std::atomic<bool> stop_{false};
-  std::vector<std::thread> threads_;
+  std::unique_ptr<JobRunner> runner_;
 };
 
 }  // namespace secondread::worklist

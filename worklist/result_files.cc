@@ -9,25 +9,14 @@
 #include <random>
 
 #include "common/digest.h"
+#include "common/posix.h"
 
 namespace secondread::worklist {
 namespace {
 
-absl::Status Errno(const std::string& what) {
-  int e = errno;
-  std::string msg = what + ": " + std::strerror(e);
-  if (e == ENOSPC || e == EDQUOT) return absl::ResourceExhaustedError(msg);
-  return absl::InternalError(msg);
-}
-
-absl::Status FsyncDir(const std::string& dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return Errno("open " + dir);
-  int rc = ::fsync(fd);
-  ::close(fd);
-  if (rc != 0) return Errno("fsync " + dir);
-  return absl::OkStatus();
-}
+using posix::ErrnoStatus;
+absl::Status Errno(const std::string& what) { return ErrnoStatus(what); }
+absl::Status FsyncDir(const std::string& dir) { return posix::FsyncDirectory(dir); }
 
 }  // namespace
 
