@@ -81,7 +81,10 @@ ON CONFLICT (study_ref) DO UPDATE SET
                    THEN EXCLUDED.top_label ELSE worklist_entries.top_label END,
   top_score = GREATEST(worklist_entries.top_score, EXCLUDED.top_score),
   flagged_at = COALESCE(worklist_entries.flagged_at, EXCLUDED.flagged_at),
-  updated_at = now()
+  updated_at = now(),
+  -- A new result changes what a reviewer saw: a review made against the
+  -- earlier version is refused as a conflict.
+  version = worklist_entries.version + 1
 )SQL";
 
 struct ReadRow {

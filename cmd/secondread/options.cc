@@ -6,7 +6,9 @@
 
 #include <unistd.h>
 
+#include <cctype>
 #include <climits>
+#include <set>
 
 namespace secondread {
 namespace {
@@ -140,6 +142,37 @@ absl::Status ParsePipeline(config::ConfigTree& t, worklist::PipelineOptions& p, 
   return absl::OkStatus();
 }
 
+absl::Status ParseApi(config::ConfigTree& t, worklist::ApiOptions& api) {
+  ASSIGN_OR_RETURN(api.enabled, t.Bool("api.enabled", api.enabled));
+  ASSIGN_OR_RETURN(api.http.bind, t.String("api.bind", api.http.bind));
+  ASSIGN_OR_RETURN(int64_t port, t.Int("api.port", api.http.port, 0, 65535));
+  api.http.port = static_cast<uint16_t>(port);
+  ASSIGN_OR_RETURN(int64_t threads, t.Int("api.threads", api.http.threads, 1, 256));
+  api.http.threads = static_cast<int>(threads);
+  ASSIGN_OR_RETURN(size_t n, t.ListSize("api.tokens"));
+  std::set<std::string> names;
+  for (size_t i = 0; i < n; ++i) {
+    const std::string k = "api.tokens." + std::to_string(i) + ".";
+    worklist::ApiToken token;
+    ASSIGN_OR_RETURN(token.name, t.String(k + "name", ""));
+    ASSIGN_OR_RETURN(token.role, t.String(k + "role", ""));
+    ASSIGN_OR_RETURN(token.sha256, t.String(k + "sha256", ""));
+    if (token.name.empty() || token.name.size() > 64) return absl::InvalidArgumentError(k + "name must be 1..64 characters");
+    if (!names.insert(token.name).second) return absl::InvalidArgumentError(k + "name " + token.name + " is used twice");
+    if (token.role != "radiologist" && token.role != "admin") {
+      return absl::InvalidArgumentError(k + "role must be radiologist or admin");
+    }
+    bool hex = token.sha256.size() == 64;
+    for (char& c : token.sha256) {
+      c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      hex = hex && std::isxdigit(static_cast<unsigned char>(c));
+    }
+    if (!hex) return absl::InvalidArgumentError(k + "sha256 must be 64 hexadecimal digits (the token's SHA-256)");
+    api.tokens.push_back(std::move(token));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<NodeOptions> ParseNodeOptions(config::ConfigTree& t) {
@@ -196,6 +229,7 @@ absl::StatusOr<NodeOptions> ParseNodeOptions(config::ConfigTree& t) {
   ASSIGN_OR_RETURN(o.log.file, t.String("log.file", o.log.file));
 
   RETURN_IF_ERROR(ParsePipeline(t, o.pipeline, o.dicom.ae_title));
+  RETURN_IF_ERROR(ParseApi(t, o.api));
   char host[256] = {0};
   gethostname(host, sizeof host - 1);
   o.pipeline.dispatch.node_id = std::string(host) + ":" + std::to_string(getpid());

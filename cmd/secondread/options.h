@@ -7,6 +7,7 @@
 #include "scp/dicom_server.h"
 #include "scp/spool.h"
 #include "worklist/pg_pool.h"
+#include "worklist/api.h"
 #include "worklist/pipeline.h"
 
 namespace secondread {
@@ -20,6 +21,7 @@ struct NodeOptions {
   HttpOptions http;
   log::LogOptions log;
   worklist::PipelineOptions pipeline;
+  worklist::ApiOptions api;
 };
 
 absl::StatusOr<NodeOptions> ParseNodeOptions(config::ConfigTree& tree);

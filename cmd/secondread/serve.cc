@@ -6,7 +6,10 @@
 
 #include "common/http_server.h"
 #include "common/log.h"
+#include "scp/png_preview.h"
 #include "scp/recovery.h"
+#include "worklist/performance_gauges.h"
+#include "worklist/review_store.h"
 #include "worklist/migrations.h"
 #include "worklist/registry.h"
 
@@ -50,6 +53,22 @@ absl::Status Serve(const NodeOptions& options) {
                      return spool->CheckWritable();
                    }));
 
+  // The worklist API and page, on their own port and connection pool.
+  worklist::PgPool api_pool(options.database, nullptr);
+  worklist::ReviewStore review_store(&api_pool);
+  ASSIGN_OR_RETURN(auto result_files, worklist::ResultFiles::Open(options.spool.dir));
+  std::unique_ptr<HttpServer> api;
+  worklist::PerformanceGauges gauges(&review_store, metrics, std::chrono::seconds(60));
+  if (options.api.enabled) {
+    auto routes = worklist::WorklistRoutes(
+        options.api, &review_store, &result_files,
+        [](const std::string& path) { return scp::RenderPng(path, 1600); },
+        [&]() -> absl::Status { return registry.Ping(); });
+    ASSIGN_OR_RETURN(api, HttpServer::Start(options.api.http, std::move(routes)));
+    gauges.Start();
+    log::Info("api_listening", {{"bind", options.api.http.bind}, {"port", api->port()}, {"tokens", options.api.tokens.size()}});
+  }
+
   std::thread waiter([&] {
     int sig = 0;
     sigwait(&signals, &sig);
@@ -65,6 +84,8 @@ absl::Status Serve(const NodeOptions& options) {
     pthread_kill(waiter.native_handle(), SIGTERM);
     waiter.join();
   }
+  if (api) api->Stop();
+  gauges.Stop();
   pipeline->Stop();
   http->Stop();
   log::Info("node_stopped", {{"ok", st.ok()}});

@@ -41,8 +41,11 @@ routing:
       priority: stat
       completeness: {trigger: instance}
 YAML
-IT_WORKER=1 node_up --routing "$WORK/routing.yaml" \
-  --set 'dicom.allowed_callers=[STORESCU,SILENCE,ASSOC,COUNT,MAXW,LATE,BOUNDS,SHADOW]'
+# The export destination is a port nothing listens on, with two attempts, so
+# clinical results end as dead letters.
+IT_WORKER=1 node_up --routing "$WORK/routing.yaml" --pacs "NOBODY@127.0.0.1:$(free_port)" \
+  --set 'dicom.allowed_callers=[STORESCU,SILENCE,ASSOC,COUNT,MAXW,LATE,BOUNDS,SHADOW]' \
+  --set export.max_attempts=2 --set queue.backoff_base_ms=100 --set queue.maintenance_interval_ms=500
 
 gen() {  # dir images
   $PY "$IT_REPO/tools/gen_study.py" "$WORK/$1" --studies 1 --images-per-study "$2" --lesion random --modality CR \
@@ -130,4 +133,15 @@ wait_sql "SELECT r.state FROM reads r JOIN studies s ON s.id = r.study_ref WHERE
   fail "a shadow read reached the worklist"
 [ "$(sql "SELECT count(*) FROM exports e JOIN reads r ON r.id = e.read_ref WHERE r.mode = 'shadow'")" = 0 ] || fail "a shadow read was exported"
 pass "shadow mode: findings kept, nothing on the worklist, nothing exported"
+
+# A destination that never answers: each clinical export ends as a dead letter
+# after its attempts, visible in the database and the metrics.
+wait_sql "SELECT count(*) FROM reads WHERE state NOT IN ('done', 'not_applicable', 'failed')" 0 60
+wait_sql "SELECT count(*) > 0 AND bool_and(state = 'dead' AND attempts = 2) FROM exports" t 60
+dead=$(sql "SELECT count(*) FROM exports")
+[ "$(sql "SELECT count(*) FROM jobs WHERE queue = 'export' AND state = 'discarded'")" = "$dead" ] || fail "export jobs not discarded"
+for _ in $(seq 1 20); do [ "$(metric secondread_export_dead_letters)" = "$dead" ] && break; sleep 0.5; done
+[ "$(metric secondread_export_dead_letters)" = "$dead" ] || fail "dead-letter gauge $(metric secondread_export_dead_letters), expected $dead"
+[ "$(metric 'secondread_export_attempts_total{result="dead"}')" = "$dead" ] || fail "dead export attempts metric"
+pass "an unreachable PACS: $dead exports became dead letters after 2 attempts, in the database and the metrics"
 finish
