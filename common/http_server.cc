@@ -10,6 +10,29 @@
 #include "httplib.h"
 
 namespace secondread {
+namespace {
+
+// Binds (port 0: any free port) and runs the accept loop on its own thread.
+absl::StatusOr<uint16_t> BindAndListen(httplib::Server& srv, const std::string& bind, uint16_t wanted,
+                                       std::thread& thread) {
+  int port = 0;
+  if (wanted == 0) {
+    port = srv.bind_to_any_port(bind);
+  } else {
+    port = srv.bind_to_port(bind, wanted) ? wanted : -1;
+  }
+  if (port <= 0) {
+    return absl::UnavailableError("cannot bind HTTP server to " + bind + ":" + std::to_string(wanted));
+  }
+  thread = std::thread([&srv] { srv.listen_after_bind(); });
+  // stop() is a no-op until the accept loop runs; wait for it so that a
+  // Stop() right after Start() cannot leave the thread running.
+  for (int i = 0; i < 500 && !srv.is_running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  return static_cast<uint16_t>(port);
+}
+
+}  // namespace
+
 
 absl::StatusOr<std::unique_ptr<OpsHttpServer>> OpsHttpServer::Start(const HttpOptions& options,
                                                                      const metrics::MetricsRegistry* registry,
@@ -31,18 +54,8 @@ absl::StatusOr<std::unique_ptr<OpsHttpServer>> OpsHttpServer::Start(const HttpOp
     res.status = st.ok() ? 200 : 503;
     res.set_content(body.dump() + "\n", "application/json");
   });
-  int port = 0;
-  if (options.port == 0) {
-    port = srv.bind_to_any_port(options.bind);
-  } else {
-    port = srv.bind_to_port(options.bind, options.port) ? options.port : -1;
-  }
-  if (port <= 0) {
-    return absl::UnavailableError("cannot bind HTTP endpoint to " + options.bind + ":" + std::to_string(options.port));
-  }
-  self->port_ = static_cast<uint16_t>(port);
-  self->thread_ = std::thread([s = self->server_.get()] { s->listen_after_bind(); });
-  log::Info("http_listening", {{"bind", options.bind}, {"port", port}});
+  ASSIGN_OR_RETURN(self->port_, BindAndListen(srv, options.bind, options.port, self->thread_));
+  log::Info("http_listening", {{"bind", options.bind}, {"port", self->port_}});
   return self;
 }
 
@@ -212,21 +225,8 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOp
     AddCommonHeaders(req, res);
   });
 
-  int port = 0;
-  if (options.port == 0) {
-    port = srv.bind_to_any_port(options.bind);
-  } else {
-    port = srv.bind_to_port(options.bind, options.port) ? options.port : -1;
-  }
-  if (port <= 0) {
-    return absl::UnavailableError("cannot bind HTTP server to " + options.bind + ":" + std::to_string(options.port));
-  }
-  self->port_ = static_cast<uint16_t>(port);
-  self->thread_ = std::thread([s = self->server_.get()] { s->listen_after_bind(); });
-  // stop() is a no-op until the accept loop runs; wait for it so that a
-  // Stop() right after Start() cannot leave the thread running.
-  for (int i = 0; i < 500 && !srv.is_running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  log::Info("http_listening", {{"bind", options.bind}, {"port", port}, {"server", "api"}});
+  ASSIGN_OR_RETURN(self->port_, BindAndListen(srv, options.bind, options.port, self->thread_));
+  log::Info("http_listening", {{"bind", options.bind}, {"port", self->port_}, {"server", "api"}});
   return self;
 }
 
