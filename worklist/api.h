@@ -26,6 +26,7 @@ struct ApiOptions {
   HttpServerOptions http;
   std::vector<ApiToken> tokens;
   bool enabled = true;
+  int performance_refresh_s = 60;  // model-performance gauges
 };
 
 // Returns the token's entry, or nullopt; constant-time comparison of hashes.

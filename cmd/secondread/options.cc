@@ -148,6 +148,8 @@ absl::Status ParseApi(config::ConfigTree& t, worklist::ApiOptions& api) {
   ASSIGN_OR_RETURN(int64_t port, t.Int("api.port", api.http.port, 0, 65535));
   api.http.port = static_cast<uint16_t>(port);
   ASSIGN_OR_RETURN(int64_t threads, t.Int("api.threads", api.http.threads, 1, 256));
+  ASSIGN_OR_RETURN(int64_t refresh, t.Int("api.performance_refresh_seconds", api.performance_refresh_s, 1, 86400));
+  api.performance_refresh_s = static_cast<int>(refresh);
   api.http.threads = static_cast<int>(threads);
   ASSIGN_OR_RETURN(size_t n, t.ListSize("api.tokens"));
   std::set<std::string> names;

@@ -58,7 +58,7 @@ absl::Status Serve(const NodeOptions& options) {
   worklist::ReviewStore review_store(&api_pool);
   ASSIGN_OR_RETURN(auto result_files, worklist::ResultFiles::Open(options.spool.dir));
   std::unique_ptr<HttpServer> api;
-  worklist::PerformanceGauges gauges(&review_store, metrics, std::chrono::seconds(60));
+  worklist::PerformanceGauges gauges(&review_store, metrics, std::chrono::seconds(options.api.performance_refresh_s));
   if (options.api.enabled) {
     auto routes = worklist::WorklistRoutes(
         options.api, &review_store, &result_files,

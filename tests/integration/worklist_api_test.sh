@@ -11,7 +11,7 @@ source "$(dirname "$0")/lib/common.sh"
 source "$(dirname "$0")/lib/results.sh"
 it_setup "$@"
 
-IT_WORKER=1 node_up
+IT_WORKER=1 node_up --set api.performance_refresh_seconds=1
 [ -n "${SECONDREAD_WORKLIST_URL:-}" ] || fail "dev-up wrote no SECONDREAD_WORKLIST_URL to $NODE/env"
 [ -n "${SECONDREAD_TOKEN:-}" ] || fail "dev-up wrote no SECONDREAD_TOKEN"
 [ -n "${SECONDREAD_ADMIN_TOKEN:-}" ] || fail "dev-up wrote no SECONDREAD_ADMIN_TOKEN"
@@ -300,6 +300,14 @@ check "assert d['reviews'][-1]['comment'] == \"'); DROP TABLE studies; --\" or d
 expect 200 GET /api/v1/worklist
 check 'assert d["total"] == 2' "the worklist after SQL-shaped input"
 pass "SQL-shaped filter values give 200 with no rows or 400; the tables are intact"
+
+# ---- the newest window as Prometheus gauges ------------------------------------
+gauge='secondread_model_studies_read{model="synthetic-nodule-demo",version="1"}'
+for _ in $(seq 1 20); do [ "$(metric "$gauge")" = 2 ] && break; sleep 0.5; done
+[ "$(metric "$gauge")" = 2 ] || fail "studies-read gauge: $(metric "$gauge")"
+[ "$(metric 'secondread_model_flagged_rate{model="synthetic-nodule-demo",version="1"}')" = 0.5 ] ||
+  fail "flagged-rate gauge: $(metric 'secondread_model_flagged_rate{model="synthetic-nodule-demo",version="1"}')"
+pass "model performance exported as gauges on /metrics"
 
 # ---- no patient data in the log at info level ------------------------------------
 ! grep -qF "$LESION_NAME" "$SECONDREAD_LOG" || fail "patient name in the node log"
