@@ -19,6 +19,10 @@
 #   BENCH_MAX_PDU    storescu and storescp max PDU     (default 131072)
 #   BENCH_PYTHON     Python with pydicom               (default /usr/bin/python3)
 #   BENCH_TMPDIR     where the scratch directory goes  (default $TMPDIR or /tmp)
+#   BENCH_NODE_ARGS  extra scripts/dev-up arguments, e.g. "--no-worker --routing FILE"
+#                    to measure the receiver without the results pipeline reading
+#                    what it receives                  (default none: dev-up's worker
+#                    and chest rule, which read the CR-like instances)
 #
 # Prints a Markdown report to stdout and, when RESULTS_FILE is given, writes
 # it there too. Progress goes to stderr.
@@ -95,7 +99,8 @@ GIT_REV=$(git -C "$REPO_ROOT" describe --always --dirty 2>/dev/null || echo unkn
 
 # --- secondread ---------------------------------------------------------------
 say "starting secondread and PostgreSQL in $NODE_DIR"
-"$REPO_ROOT/scripts/dev-up" "$NODE_DIR" >"$SCRATCH/dev-up.log" 2>&1 || { cat "$SCRATCH/dev-up.log" >&2; die "dev-up failed"; }
+# shellcheck disable=SC2086
+"$REPO_ROOT/scripts/dev-up" "$NODE_DIR" ${BENCH_NODE_ARGS:-} >"$SCRATCH/dev-up.log" 2>&1 || { cat "$SCRATCH/dev-up.log" >&2; die "dev-up failed"; }
 # shellcheck disable=SC1091
 source "$NODE_DIR/env"
 
