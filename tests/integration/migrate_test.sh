@@ -7,7 +7,8 @@ node_up
 CONFIG=(--config "$SECONDREAD_CONFIG")
 latest=$(sql "select max(version) from schema_migrations")
 [ "$latest" -ge 1 ] || fail "no version recorded"
-"$SECONDREAD_BIN" migrate "${CONFIG[@]}" | grep -q "schema version $latest -> $latest" || fail "re-run not a no-op"
+rerun=$("$SECONDREAD_BIN" migrate "${CONFIG[@]}") || fail "re-run failed"
+grep -q "schema version $latest -> $latest" <<<"$rerun" || fail "re-run not a no-op"
 pass "migrate is idempotent"
 
 kill -TERM "$SECONDREAD_PID"; while kill -0 "$SECONDREAD_PID" 2>/dev/null; do sleep 0.1; done

@@ -113,9 +113,13 @@ pass "ISO_IR 100 text registered as UTF-8"
 pass "registry rows"
 
 [ "$(metric secondread_scp_instances_stored_total)" -ge 18 ] || fail "stored metric"
-curl -fsS "$SECONDREAD_METRICS_URL" | grep -q 'secondread_scp_store_duration_seconds_bucket' || fail "latency histogram"
-curl -fsS "$SECONDREAD_METRICS_URL" | grep -q 'secondread_scp_associations_total{result="accepted"}' || fail "assoc metric"
-curl -fsS "${SECONDREAD_METRICS_URL%/metrics}/readyz" | grep -q ready || fail "readyz"
+# Capture first: grep -q exits at the first match, and under pipefail the
+# writer's SIGPIPE would fail the check that had just passed.
+metrics_body=$(curl -fsS "$SECONDREAD_METRICS_URL") || fail "metrics endpoint"
+grep -q 'secondread_scp_store_duration_seconds_bucket' <<<"$metrics_body" || fail "latency histogram"
+grep -qF 'secondread_scp_associations_total{result="accepted"}' <<<"$metrics_body" || fail "assoc metric"
+readyz_body=$(curl -fsS "${SECONDREAD_METRICS_URL%/metrics}/readyz") || fail "readyz endpoint"
+grep -q ready <<<"$readyz_body" || fail "readyz"
 pass "metrics and readiness"
 
 # No patient name or ID in the info-level log.

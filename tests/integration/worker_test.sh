@@ -26,9 +26,9 @@ pass "grpc.health.v1 SERVING and /readyz ok"
 
 "$WORKER_PROBE" list "$ADDR" "$MODEL" READY >/dev/null || fail "reference model not ready"
 out=$("$WORKER_PROBE" list "$ADDR" broken-weights UNAVAILABLE) || fail "broken weights not reported"
-echo "$out" | grep -q "cannot load" || fail "broken weights reason missing: $out"
+grep -q "cannot load" <<<"$out" || fail "broken weights reason missing: $out"
 out=$("$WORKER_PROBE" list "$ADDR" broken-manifest UNAVAILABLE) || fail "broken manifest not reported"
-echo "$out" | grep -q "YAML" || fail "broken manifest reason missing: $out"
+grep -q "YAML" <<<"$out" || fail "broken manifest reason missing: $out"
 pass "broken models are UNAVAILABLE with reasons; the reference model serves"
 
 out=$("$WORKER_PROBE" load "$ADDR" "$MODEL" 8 6 1) || fail "concurrent load: $out"
@@ -62,7 +62,7 @@ for m in \
   "secondread_inference_pending_requests{model=\"$MODEL\",version=\"1\"}" \
   "secondread_inference_model_ready{model=\"$MODEL\",version=\"1\"} 1" \
   "secondread_inference_model_ready{model=\"broken-weights\",version=\"1\"} 0"; do
-  echo "$metrics" | grep -qF "$m" || fail "metric missing: $m"
+  grep -qF "$m" <<<"$metrics" || fail "metric missing: $m"
 done
 pass "Triton-style metrics: requests by code, queue/compute histograms, batch sizes, pending, readiness"
 
