@@ -13,7 +13,7 @@ routing:
     - name: silence
       match: {calling_aes: [SILENCE]}
       models: [{name: synthetic-nodule-demo}]
-      completeness: {trigger: silence, silence_seconds: 2, max_wait_seconds: 60, expected_count: false}
+      completeness: {trigger: silence, silence_seconds: 3, max_wait_seconds: 60, expected_count: false}
     - name: assoc
       match: {calling_aes: [ASSOC]}
       models: [{name: synthetic-nodule-demo}]
@@ -58,7 +58,7 @@ reads_of() {  # uid -> "trigger generation images" per read
        FROM reads r JOIN studies s ON s.id = r.study_ref WHERE s.study_instance_uid = '$1' ORDER BY r.id"
 }
 
-# Silence: nothing while instances may still come, a read 2 s after the last.
+# Silence: nothing while instances may still come, a read 3 s after the last.
 d=$(gen silence 2)
 SEND_AET=SILENCE send "$d"/img-1.dcm >/dev/null 2>&1
 SEND_AET=SILENCE send "$d"/img-2.dcm >/dev/null 2>&1
@@ -140,7 +140,7 @@ wait_sql "SELECT count(*) FROM reads WHERE state NOT IN ('done', 'not_applicable
 wait_sql "SELECT count(*) > 0 AND bool_and(state = 'dead' AND attempts = 2) FROM exports" t 60
 dead=$(sql "SELECT count(*) FROM exports")
 [ "$(sql "SELECT count(*) FROM jobs WHERE queue = 'export' AND state = 'discarded'")" = "$dead" ] || fail "export jobs not discarded"
-for _ in $(seq 1 20); do [ "$(metric secondread_export_dead_letters)" = "$dead" ] && break; sleep 0.5; done
+for _ in $(seq 1 60); do [ "$(metric secondread_export_dead_letters)" = "$dead" ] && break; sleep 0.5; done
 [ "$(metric secondread_export_dead_letters)" = "$dead" ] || fail "dead-letter gauge $(metric secondread_export_dead_letters), expected $dead"
 [ "$(metric 'secondread_export_attempts_total{result="dead"}')" = "$dead" ] || fail "dead export attempts metric"
 pass "an unreachable PACS: $dead exports became dead letters after 2 attempts, in the database and the metrics"

@@ -14,7 +14,7 @@ worker_up --set cpu.threads=1
 "$INFER_RECORDER" --listen 127.0.0.1:0 --upstream "$SECONDREAD_WORKER_ADDR" --out "$WORK/requests.bin" \
   --port-file "$WORK/recorder.port" >"$WORK/recorder.log" 2>&1 &
 REC_PID=$!
-for _ in $(seq 1 100); do [ -s "$WORK/recorder.port" ] && break; sleep 0.1; done
+for _ in $(seq 1 300); do [ -s "$WORK/recorder.port" ] && break; sleep 0.1; done
 [ -s "$WORK/recorder.port" ] || fail "the recorder did not start"
 node_up --set "inference.endpoints=[127.0.0.1:$(cat "$WORK/recorder.port")]"
 

@@ -303,7 +303,7 @@ pass "SQL-shaped filter values give 200 with no rows or 400; the tables are inta
 
 # ---- the newest window as Prometheus gauges ------------------------------------
 gauge='secondread_model_studies_read{model="synthetic-nodule-demo",version="1"}'
-for _ in $(seq 1 20); do [ "$(metric "$gauge")" = 2 ] && break; sleep 0.5; done
+for _ in $(seq 1 60); do [ "$(metric "$gauge")" = 2 ] && break; sleep 0.5; done
 [ "$(metric "$gauge")" = 2 ] || fail "studies-read gauge: $(metric "$gauge")"
 [ "$(metric 'secondread_model_flagged_rate{model="synthetic-nodule-demo",version="1"}')" = 0.5 ] ||
   fail "flagged-rate gauge: $(metric 'secondread_model_flagged_rate{model="synthetic-nodule-demo",version="1"}')"

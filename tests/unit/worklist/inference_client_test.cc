@@ -212,8 +212,10 @@ TEST_F(InferenceClientTest, SpreadsCallsRoundRobinAndSetsTheDeadline) {
       std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::seconds(ts.seconds()) +
                                                                       std::chrono::nanoseconds(ts.nanos())));
   const auto call_deadline = a_.counts().last_call_deadline;
-  EXPECT_LT(std::chrono::abs(request_deadline - call_deadline), 50ms);
-  EXPECT_GT(request_deadline, std::chrono::system_clock::now() + 4s);
+  // gRPC sends the timeout relative, so the server-side deadline moves by the
+  // transit time; a loaded machine can add hundreds of milliseconds.
+  EXPECT_LT(std::chrono::abs(request_deadline - call_deadline), 500ms);
+  EXPECT_GT(request_deadline, std::chrono::system_clock::now() + 3s);
   EXPECT_LT(request_deadline, std::chrono::system_clock::now() + 6s);
 
   const auto eps = client->Endpoints();
@@ -227,15 +229,16 @@ TEST_F(InferenceClientTest, FailsOverWhenAWorkerStopsAndTakesItBackWhenItReturns
   auto client = Client();
   ASSERT_NE(client, nullptr);
   ASSERT_TRUE(client->Infer(Request()).ok());
-  ASSERT_TRUE(WaitHealthy(*client, 1, true, 1s));
+  ASSERT_TRUE(WaitHealthy(*client, 1, true, 5s));
 
   b_.Stop();
   for (int i = 0; i < 10; ++i) {
     auto r = client->Infer(Request());
     ASSERT_TRUE(r.ok()) << r.status();
   }
-  // Within a couple of health intervals (100 ms), even without a failed call.
-  EXPECT_TRUE(WaitHealthy(*client, 1, false, 400ms));
+  // Within a few health intervals (100 ms), even without a failed call; the
+  // ceiling allows for a loaded machine.
+  EXPECT_TRUE(WaitHealthy(*client, 1, false, 3s));
   EXPECT_TRUE(client->Endpoints()[0].healthy);
 
   const int before = a_.counts().infer_calls.load();
@@ -252,16 +255,16 @@ TEST_F(InferenceClientTest, FailsOverWhenAWorkerStopsAndTakesItBackWhenItReturns
 TEST_F(InferenceClientTest, HealthChecksAloneTakeAWorkerOutOfRotation) {
   auto client = Client();
   ASSERT_NE(client, nullptr);
-  ASSERT_TRUE(WaitHealthy(*client, 1, true, 1s));
+  ASSERT_TRUE(WaitHealthy(*client, 1, true, 5s));
   b_.SetServing(false);
-  EXPECT_TRUE(WaitHealthy(*client, 1, false, 400ms));
+  EXPECT_TRUE(WaitHealthy(*client, 1, false, 3s));
   for (int i = 0; i < 4; ++i) ASSERT_TRUE(client->Infer(Request()).ok());
   EXPECT_EQ(b_.counts().infer_calls.load(), 0);
   b_.SetServing(true);
-  EXPECT_TRUE(WaitHealthy(*client, 1, true, 400ms));
+  EXPECT_TRUE(WaitHealthy(*client, 1, true, 3s));
 
   b_.Stop();  // no calls: only the health checker can notice
-  EXPECT_TRUE(WaitHealthy(*client, 1, false, 400ms));
+  EXPECT_TRUE(WaitHealthy(*client, 1, false, 3s));
   EXPECT_EQ(client->Endpoints()[1].failures, 0);
 }
 
@@ -277,11 +280,11 @@ TEST_F(InferenceClientTest, AllWorkersDownIsUnavailableQuickly) {
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
     EXPECT_TRUE(r.status().message().find("127.0.0.1:") == 0) << r.status();
-    EXPECT_LT(took, 2s);
+    EXPECT_LT(took, 5s);  // far below the 10 s call timeout
   }
   // None healthy: every call still tries the endpoints rather than refusing.
-  EXPECT_TRUE(WaitHealthy(*client, 0, false, 500ms));
-  EXPECT_TRUE(WaitHealthy(*client, 1, false, 500ms));
+  EXPECT_TRUE(WaitHealthy(*client, 0, false, 3s));
+  EXPECT_TRUE(WaitHealthy(*client, 1, false, 3s));
   auto r = client->Infer(Request());
   EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);
   const auto eps = client->Endpoints();
@@ -300,7 +303,7 @@ TEST_F(InferenceClientTest, SlowModelEndsInDeadlineExceededWithoutRetry) {
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded) << r.status();
   EXPECT_GE(took, 250ms);
-  EXPECT_LT(took, 1s);
+  EXPECT_LT(took, 3s);  // no retry: the call count below is the exact check
   EXPECT_EQ(a_.counts().infer_calls.load() + b_.counts().infer_calls.load(), 1);
 }
 
@@ -390,7 +393,7 @@ TEST(InferenceClientShutdownTest, DestructorReturnsPromptlyWithALongHealthInterv
   std::this_thread::sleep_for(50ms);
   const auto start = std::chrono::steady_clock::now();
   c->reset();
-  EXPECT_LT(std::chrono::steady_clock::now() - start, 1s);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);  // far below the 60 s interval
 }
 
 }  // namespace

