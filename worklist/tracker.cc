@@ -69,11 +69,15 @@ RETURNING (xmax = 0)
 )SQL";
 
 // A study whose only matching rules failed at completion (image count) is
-// unmatched after all, unless another rule read it.
+// unmatched after all, unless another rule read it. The result says whether
+// the study became unmatched just now, so a study that several rules refuse
+// is counted once; the CTE sees the row as it was before this statement.
 constexpr char kRoutingRejected[] = R"SQL(
+WITH before AS (SELECT status FROM study_routing WHERE study_ref = $1)
 INSERT INTO study_routing (study_ref, status, reason) VALUES ($1, 'unmatched', $2)
 ON CONFLICT (study_ref) DO UPDATE SET status = 'unmatched', reason = EXCLUDED.reason, updated_at = now()
   WHERE NOT EXISTS (SELECT 1 FROM reads r WHERE r.study_ref = EXCLUDED.study_ref)
+RETURNING (SELECT status FROM before) IS DISTINCT FROM 'unmatched'
 )SQL";
 
 constexpr char kReleased[] = R"SQL(
@@ -299,7 +303,7 @@ absl::StatusOr<StudyTracker::CycleResult> StudyTracker::RunOnce() {
       if (!MatchesImageCount(rule, images)) {
         auto r = tx.exec_params(kRoutingRejected, study,
                                 "rule " + rule.name + ": " + std::to_string(images) + " matching images outside its bounds");
-        if (r.affected_rows() > 0) ++unmatched;
+        if (!r.empty() && r[0][0].as<bool>()) ++unmatched;
         continue;
       }
       for (const auto& m : rule.models) create_read(rule, m, study, cand_id, 0, generation, reason, last_at);

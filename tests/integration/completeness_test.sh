@@ -34,6 +34,10 @@ routing:
       match: {calling_aes: [BOUNDS], min_images: 3}
       models: [{name: synthetic-nodule-demo}]
       completeness: {trigger: association, silence_seconds: 60}
+    - name: bounds-wide
+      match: {calling_aes: [BOUNDS], min_images: 5}
+      models: [{name: synthetic-nodule-demo}]
+      completeness: {trigger: association, silence_seconds: 60}
     - name: shadow
       match: {calling_aes: [SHADOW], series_description: "(?i)chest|pa|ap"}
       models: [{name: synthetic-nodule-demo}]
@@ -108,7 +112,9 @@ wait_sql "SELECT late_instances FROM study_candidates c JOIN studies s ON s.id =
 [ "$(reads_of "$(uid_of assoc3)" | wc -l)" = 1 ] || fail "a late instance started a read under an 'ignore' rule"
 pass "late instances: a new read (generation 2, all 3 images) where the rule says so, none otherwise"
 
-# Image-count bounds: two images where the rule wants at least three.
+# Image-count bounds: two images where one rule wants at least three and
+# another at least five; the study is counted as unmatched once.
+unmatched_before=$(metric secondread_pipeline_unmatched_studies_total)
 d=$(gen bounds 2)
 SEND_AET=BOUNDS send "$d"/img-1.dcm "$d"/img-2.dcm >/dev/null 2>&1
 wait_sql "SELECT status FROM study_routing r JOIN studies s ON s.id = r.study_ref WHERE s.study_instance_uid = '$(uid_of bounds)'" unmatched 5
@@ -119,7 +125,15 @@ pass "image-count bounds: recorded as unmatched with the reason, not read"
 d=$(gen nomatch 1)
 send "$d"/img-1.dcm >/dev/null 2>&1
 wait_sql "SELECT reason FROM study_routing r JOIN studies s ON s.id = r.study_ref WHERE s.study_instance_uid = '$(uid_of nomatch)'" "no routing rule matches" 5
-pass "a study no rule matches is recorded as unmatched"
+# The counter moves at the end of the tracker's transaction.
+for _ in $(seq 1 60); do
+  [ "$(metric secondread_pipeline_unmatched_studies_total)" -ge $((unmatched_before + 2)) ] && break
+  sleep 0.5
+done
+sleep 1  # a double count would land in the same or the next cycle
+[ "$(metric secondread_pipeline_unmatched_studies_total)" = $((unmatched_before + 2)) ] ||
+  fail "unmatched counter moved by $(( $(metric secondread_pipeline_unmatched_studies_total) - unmatched_before )), want 2"
+pass "a study no rule matches is recorded as unmatched; each unmatched study counted once"
 
 # Shadow mode, STAT: read and kept, not put on the worklist, nothing exported.
 d=$(gen shadow 1)

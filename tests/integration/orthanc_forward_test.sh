@@ -8,7 +8,7 @@
 # send it to secondread (POST /modalities/secondread/store), then checks
 # secondread's registry, spool, association record and metrics.
 #
-# WORKDIR, when given, holds everything and is kept afterwards for inspection;
+# WORKDIR, when given, is emptied, holds everything and is kept afterwards for inspection;
 # otherwise a temporary directory is used and removed. Processes are stopped
 # either way.
 set -euo pipefail
@@ -25,6 +25,9 @@ PYDICOM_PYTHON=${PYDICOM_PYTHON:-/usr/bin/python3}
 NAME=orthanc_forward_test
 
 if [ $# -ge 1 ]; then
+  # A fresh start every run, as the other integration tests do: a node in a
+  # reused directory would keep the previous run's registry.
+  rm -rf "$1"
   mkdir -p "$1"
   WORK=$(cd "$1" && pwd)
   KEEP_WORK=1
