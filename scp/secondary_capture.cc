@@ -269,8 +269,10 @@ absl::StatusOr<BuiltObject> Build(const SourceImage& source, const Heatmap* heat
   RETURN_IF_ERROR(internals::AddResultCommon(ds, algorithm, identity, when, UID_SecondaryCaptureImageStorage, "OT",
                                              internals::ResultSeriesDescription(algorithm.model_name)));
 
-  // General Series Laterality is Type 2C; the source's own value, else empty
-  // (unknown), since a body part may be paired.
+  // General Series Laterality is Type 2C: the source's own value, else its
+  // Image Laterality; with neither, empty (unknown) for a paired body part or
+  // an unknown one, and absent for a body part known to be unpaired, as
+  // PS3.3 C.7.3.1 asks.
   OFString laterality;
   if (src->findAndGetOFString(DCM_Laterality, laterality).bad() || laterality.empty()) {
     OFString image_laterality;
@@ -279,7 +281,17 @@ absl::StatusOr<BuiltObject> Build(const SourceImage& source, const Heatmap* heat
       laterality = image_laterality;
     }
   }
-  RETURN_IF_ERROR(Put(ds, DCM_Laterality, laterality.c_str()));
+  OFString source_body_part;
+  src->findAndGetOFString(DCM_BodyPartExamined, source_body_part);
+  // A non-conformant source value (lower case, too long) is normalised or,
+  // failing that, left out rather than copied into an object we sign.
+  const std::string body_part = internals::NormalizedBodyPart(source_body_part.c_str());
+  if (!laterality.empty() || body_part.empty() || internals::IsPairedBodyPart(body_part)) {
+    RETURN_IF_ERROR(Put(ds, DCM_Laterality, laterality.c_str()));
+  }
+  // The result shows the source's body part; carrying it lets viewers' hanging
+  // protocols place the series and tells a reader why Laterality is absent.
+  if (!body_part.empty()) RETURN_IF_ERROR(Put(ds, DCM_BodyPartExamined, body_part.c_str()));
 
   // General Image
   RETURN_IF_ERROR(Put(ds, DCM_ImageType, "DERIVED\\SECONDARY"));

@@ -9,6 +9,8 @@ namespace {
 
 // One round trip per instance: the whole patient/study/series/instance chain
 // is upserted by a single statement, always locking rows in the same order.
+// last_received_at only moves forward: now() is each transaction's start, and
+// two associations storing into one study can commit in the other order.
 constexpr char kUpsertInstance[] = R"SQL(
 WITH a AS (
   INSERT INTO associations (association_uid, calling_ae, called_ae, peer_host, instances_stored)
@@ -28,7 +30,7 @@ st AS (
                        study_description, referring_physician_name, expected_instances)
   SELECT $10, p.id, $11, $12, $13, $14, $15, $16, NULLIF($17::integer, -1) FROM p
   ON CONFLICT ON CONSTRAINT studies_uid_key
-    DO UPDATE SET last_received_at = now(), patient_ref = EXCLUDED.patient_ref,
+    DO UPDATE SET last_received_at = GREATEST(studies.last_received_at, now()), patient_ref = EXCLUDED.patient_ref,
                   accession_number = EXCLUDED.accession_number, study_description = EXCLUDED.study_description,
                   expected_instances = COALESCE(EXCLUDED.expected_instances, studies.expected_instances)
   RETURNING id),
@@ -37,7 +39,8 @@ se AS (
                       protocol_name, series_number)
   SELECT $18, st.id, $19, $20, $21, $22, NULLIF($23::integer, -1) FROM st
   ON CONFLICT ON CONSTRAINT series_uid_key
-    DO UPDATE SET last_received_at = now(), study_ref = EXCLUDED.study_ref, modality = EXCLUDED.modality,
+    DO UPDATE SET last_received_at = GREATEST(series.last_received_at, now()), study_ref = EXCLUDED.study_ref,
+                  modality = EXCLUDED.modality,
                   body_part_examined = EXCLUDED.body_part_examined,
                   series_description = EXCLUDED.series_description
   RETURNING id)

@@ -1,5 +1,7 @@
 #include "scp/internals/result_common.h"
 
+#include <cctype>
+
 #include <vector>
 
 #include "dcmtk/dcmdata/dcdeftag.h"
@@ -268,6 +270,30 @@ std::string ResultSeriesDescription(const std::string& model_name) {
   const std::string tail = ") - FOR REVIEW, NOT A DIAGNOSIS";
   const size_t room = 64 - head.size() - tail.size();
   return head + TruncateValue(model_name, room) + tail;
+}
+
+std::string NormalizedBodyPart(std::string_view body_part) {
+  while (!body_part.empty() && body_part.front() == ' ') body_part.remove_prefix(1);
+  while (!body_part.empty() && body_part.back() == ' ') body_part.remove_suffix(1);
+  if (body_part.size() > 16) return "";
+  std::string out(body_part);
+  for (char& c : out) {
+    c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    if (!((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == ' ' || c == '_')) return "";
+  }
+  return out;
+}
+
+bool IsPairedBodyPart(std::string_view body_part) {
+  static constexpr std::string_view kPaired[] = {
+      "ACJOINT", "ANKLE",  "ARM",      "BREAST",  "CLAVICLE", "EAR",    "ELBOW",    "EXTREMITY", "EYE",
+      "FEMUR",   "FIBULA", "FINGER",   "FOOT",    "FOREARM",  "HAND",   "HEEL",     "HIP",       "HUMERUS",
+      "KIDNEY",  "KNEE",   "LEG",      "LOWLEG",  "ORBIT",    "OVARY",  "PATELLA",  "RADIUS",    "SCAPULA",
+      "SCJOINT", "SHOULDER", "SIJOINT", "TESTIS", "THIGH",    "THUMB",  "TIBIA",    "TMJ",       "TOE",
+      "ULNA",    "UPRARM", "WRIST"};
+  for (std::string_view p : kPaired)
+    if (body_part == p) return true;
+  return false;
 }
 
 }  // namespace secondread::scp::internals

@@ -58,4 +58,13 @@ std::string TruncateValue(const std::string& value, size_t max_chars);
 // LO limit: the model name gives way, the disclaimer never does.
 std::string ResultSeriesDescription(const std::string& model_name);
 
+// A source's Body Part Examined as a valid CS value: trimmed and upper-cased;
+// empty when nothing valid remains (characters outside A-Z, 0-9, space and
+// underscore, or over 16 characters).
+std::string NormalizedBodyPart(std::string_view body_part);
+
+// Whether a normalised Body Part Examined (PS3.16 Annex L) names a paired
+// structure, for which Laterality must be present even when unknown.
+bool IsPairedBodyPart(std::string_view body_part);
+
 }  // namespace secondread::scp::internals

@@ -220,6 +220,62 @@ TEST_F(SecondaryCaptureTest, PassesDciodvfyAndCarriesTheRequiredAttributes) {
   EXPECT_EQ(Str(purpose, DCM_CodingSchemeDesignator), "DCM");
 }
 
+// Laterality (Type 2C) follows the source: its value, else its Image
+// Laterality, else empty for a paired or unknown body part and absent for an
+// unpaired one.
+TEST_F(SecondaryCaptureTest, LateralityFollowsTheSourceAndTheBodyPart) {
+  struct Case {
+    const char* body_part;
+    const char* laterality;        // nullptr: absent in the source
+    const char* image_laterality;  // nullptr: absent in the source
+    bool want_present;
+    const char* want;
+    const char* want_body_part;  // nullptr: absent in the result
+  };
+  const Case cases[] = {
+      {"CHEST", nullptr, nullptr, false, "", "CHEST"},  // unpaired: absent, no dciodvfy warning
+      {nullptr, nullptr, nullptr, true, "", nullptr},  // body part unknown: may be paired
+      {"BREAST", nullptr, nullptr, true, "", "BREAST"},  // paired, unknown: present and empty
+      {" knee ", nullptr, nullptr, true, "", "KNEE"},
+      {"BREAST", nullptr, "R", true, "R", "BREAST"},
+      {"HAND", "L", nullptr, true, "L", "HAND"},
+      {"CHEST", "", nullptr, false, "", "CHEST"},  // empty is not allowed for an unpaired part
+      {"chest", nullptr, nullptr, false, "", "CHEST"},
+      {"KNEE(LEFT)", nullptr, nullptr, true, "", nullptr},  // not a CS value: left out, so unknown
+  };
+  int n = 0;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(std::string("body part ") + (c.body_part ? c.body_part : "(none)"));
+    SourceImage source = WriteSource("lat" + std::to_string(n) + ".dcm", 64, 64);
+    {
+      DcmFileFormat ff;
+      ASSERT_TRUE(ff.loadFile(source.path.c_str()).good());
+      ASSERT_TRUE(ff.loadAllDataIntoMemory().good());  // saved over the file it was read from
+      DcmDataset* ds = ff.getDataset();
+      if (c.body_part) ds->putAndInsertString(DCM_BodyPartExamined, c.body_part);
+      if (c.laterality) ds->putAndInsertString(DCM_Laterality, c.laterality);
+      if (c.image_laterality) ds->putAndInsertString(DCM_ImageLaterality, c.image_laterality);
+      ASSERT_TRUE(ff.saveFile(source.path.c_str(), EXS_LittleEndianExplicit).good());
+    }
+    auto sc = BuildSecondaryCapture(source, nullptr, {MakeFinding(0.2, false)}, algorithm_, identity_, when_);
+    ASSERT_TRUE(sc.ok()) << sc.status();
+    const std::string path = Save(*sc, "lat-sc" + std::to_string(n++) + ".dcm");
+    DcmFileFormat ff;
+    ASSERT_TRUE(ff.loadFile(path.c_str()).good());
+    EXPECT_EQ(ff.getDataset()->tagExists(DCM_Laterality), c.want_present);
+    EXPECT_EQ(Str(ff.getDataset(), DCM_Laterality), c.want);
+    EXPECT_EQ(ff.getDataset()->tagExists(DCM_BodyPartExamined), c.want_body_part != nullptr);
+    if (c.want_body_part) {
+      EXPECT_EQ(Str(ff.getDataset(), DCM_BodyPartExamined), c.want_body_part);
+    }
+    const std::string report = Dciodvfy(path);
+    EXPECT_EQ(ErrorLines(report), 0) << report;
+    if (!c.want_present) {
+      EXPECT_EQ(report.find("<Laterality>"), std::string::npos) << report;
+    }
+  }
+}
+
 TEST_F(SecondaryCaptureTest, ImageBelowTheBannerIsThePlainRenderExceptWhereAnnotated) {
   const SourceImage source = WriteSource("ct.dcm", 256, 256);
   auto plain = DecodeImageFile(source.path, {});
