@@ -67,13 +67,13 @@ wait_results_in_orthanc() {  # orthanc-study-id n_sr n_sc timeout_s
   fail "results for Orthanc study $1 did not arrive in $4 s"
 }
 
-# Runs dciodvfy on a file and fails on any error it reports.
+# Runs dciodvfy on a file and fails on any error or warning it reports.
 check_dciodvfy() {  # file label
   local out
   out=$(dciodvfy "$1" 2>&1 || true)
-  if grep -q '^Error' <<<"$out"; then
-    echo "$out" | grep '^Error' >&2
-    fail "dciodvfy reports errors in $2"
+  if grep -qE '^(Error|Warning)' <<<"$out"; then
+    grep -E '^(Error|Warning)' <<<"$out" >&2
+    fail "dciodvfy reports errors or warnings in $2"
   fi
 }
 
