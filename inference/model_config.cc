@@ -45,6 +45,14 @@ std::string_view ScalingName(Scaling s) {
   return "?";
 }
 
+std::string_view PixelValuesName(PixelValues v) {
+  switch (v) {
+    case PixelValues::kDisplay: return "display";
+    case PixelValues::kModality: return "modality";
+  }
+  return "?";
+}
+
 std::string_view PrecisionName(Precision p) {
   switch (p) {
     case Precision::kFp32: return "fp32";
@@ -90,6 +98,19 @@ absl::Status ParseInput(config::ConfigTree& t, InputConfig& in) {
     if (!(in.window_width >= 1)) return Bad("input.window.width must be at least 1");
   } else {
     return Bad("input.scaling must be minmax, range or window, got '" + scaling + "'");
+  }
+  // A window is defined on modality values (a CT window is in Hounsfield
+  // units), so that is the default there; a VOI rendering would make any
+  // window meaningless.
+  const bool window = in.scaling == Scaling::kWindow;
+  ASSIGN_OR_RETURN(std::string values, t.String("input.values", window ? "modality" : "display"));
+  if (values == "display") {
+    if (window) return Bad("input.values display cannot go with scaling window: a window needs modality values");
+    in.values = PixelValues::kDisplay;
+  } else if (values == "modality") {
+    in.values = PixelValues::kModality;
+  } else {
+    return Bad("input.values must be display or modality, got '" + values + "'");
   }
 
   ASSIGN_OR_RETURN(in.mean, t.DoubleList("input.mean", {0.0}));

@@ -24,6 +24,10 @@ enum class Scaling {
 };
 std::string_view ScalingName(Scaling s);
 
+// What the node sends: its VOI rendering, or physical (modality) values.
+enum class PixelValues { kDisplay, kModality };
+std::string_view PixelValuesName(PixelValues v);
+
 enum class Precision { kFp32, kFp16, kBf16 };
 std::string_view PrecisionName(Precision p);
 
@@ -46,6 +50,7 @@ struct InputConfig {
   int height = 0;
   int width = 0;
   Scaling scaling = Scaling::kMinMax;
+  PixelValues values = PixelValues::kDisplay;
   double range_low = 0;
   double range_high = 1;
   double window_center = 0;

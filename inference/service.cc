@@ -124,6 +124,11 @@ void DescribeToProto(const LoadedVersion& model, pb::ModelDescription* out) {
   for (double s : c.input.std) in->add_std(static_cast<float>(s));
   in->set_window_center(c.input.window_center);
   in->set_window_width(c.input.window_width);
+  in->set_pixel_values(std::string(PixelValuesName(c.input.values)));
+  if (c.input.scaling == Scaling::kRange) {
+    in->set_range_low(c.input.range_low);
+    in->set_range_high(c.input.range_high);
+  }
   in->set_max_batch_size(static_cast<uint32_t>(c.batching.max_batch_size));
   for (const auto& l : c.output.labels) {
     auto* pl = out->add_labels();

@@ -19,6 +19,7 @@
 #include "dcmtk/dcmdata/dcxfer.h"
 #include "dcmtk/dcmimage/diregist.h"  // links in colour image support for DicomImage
 #include "dcmtk/dcmimgle/dcmimage.h"
+#include "dcmtk/dcmimgle/dipixel.h"
 #include "dcmtk/dcmjpeg/djdecode.h"
 #include "dcmtk/dcmjpls/djdecode.h"
 #include "gdcmImageReader.h"
@@ -242,6 +243,50 @@ absl::Status DecodeJpeg2000Into(const std::string& path, DcmDataset* ds, const P
   return absl::OkStatus();
 }
 
+template <typename T>
+void Widen(const void* data, size_t offset, size_t count, std::vector<float>& out) {
+  const T* p = static_cast<const T*>(data) + offset;
+  out.assign(p, p + count);
+}
+
+// The values DCMTK holds after the modality transform, before any VOI.
+absl::StatusOr<DecodedImage> ModalityValues(const DicomImage& mono, const PixelGeometry& geometry, DecodedImage out,
+                                            const DecodeOptions& options) {
+  const DiPixel* inter = mono.getInterData();
+  if (inter == nullptr || inter->getData() == nullptr) {
+    return absl::InvalidArgumentError("no modality values could be computed");
+  }
+  const unsigned long frame_count = std::min<unsigned long>(mono.getFrameCount(), geometry.frames);
+  const uint32_t rows = static_cast<uint32_t>(mono.getHeight());
+  const uint32_t columns = static_cast<uint32_t>(mono.getWidth());
+  const uint64_t pixels = uint64_t{rows} * columns;
+  if (frame_count == 0) return absl::InvalidArgumentError("the object has no frames");
+  if (pixels == 0 || pixels > options.max_pixels_per_frame) {
+    return absl::InvalidArgumentError("rendered frame size is out of bounds");
+  }
+  if (inter->getPlanes() != 1 || inter->getCount() < pixels * frame_count) {
+    return absl::InvalidArgumentError("modality values do not cover every frame");
+  }
+  out.frames.reserve(frame_count);
+  for (unsigned long f = 0; f < frame_count; ++f) {
+    DecodedFrame frame;
+    frame.rows = rows;
+    frame.columns = columns;
+    const size_t offset = static_cast<size_t>(f * pixels);
+    switch (inter->getRepresentation()) {
+      case EPR_Uint8: Widen<Uint8>(inter->getData(), offset, pixels, frame.values); break;
+      case EPR_Sint8: Widen<Sint8>(inter->getData(), offset, pixels, frame.values); break;
+      case EPR_Uint16: Widen<Uint16>(inter->getData(), offset, pixels, frame.values); break;
+      case EPR_Sint16: Widen<Sint16>(inter->getData(), offset, pixels, frame.values); break;
+      case EPR_Uint32: Widen<Uint32>(inter->getData(), offset, pixels, frame.values); break;
+      case EPR_Sint32: Widen<Sint32>(inter->getData(), offset, pixels, frame.values); break;
+    }
+    if (frame.values.size() != pixels) return absl::InvalidArgumentError("unknown modality value representation");
+    out.frames.push_back(std::move(frame));
+  }
+  return out;
+}
+
 absl::StatusOr<DecodedImage> DecodeUnguarded(const std::string& path, const DecodeOptions& options) {
   RegisterDecoders();
   auto file = std::make_unique<DcmFileFormat>();
@@ -305,6 +350,8 @@ absl::StatusOr<DecodedImage> DecodeUnguarded(const std::string& path, const Deco
     }
     mono = luminance.get();
   }
+
+  if (options.modality_values) return ModalityValues(*mono, geometry, std::move(out), options);
 
   if (options.apply_voi) {
     // The object's own VOI first, as a viewer would show it; a min-max window

@@ -18,6 +18,11 @@ struct DecodeOptions {
   // min-max window when it has none). Off: Modality LUT/rescale only, linearly
   // mapped to the output range.
   bool apply_voi = true;
+  // Instead of grey levels, the values after the Modality LUT or rescale (for
+  // CT, Hounsfield units) in DecodedFrame::values; no VOI, no inversion of
+  // MONOCHROME1, which only concerns display. DCMTK holds these values as
+  // integers: a fractional rescale result is cut toward zero.
+  bool modality_values = false;
   // Refuse objects beyond these bounds before allocating anything: a lying
   // Rows/Columns/Number of Frames must not exhaust memory.
   uint32_t max_frames = 256;
@@ -28,11 +33,13 @@ struct DecodeOptions {
 };
 
 // One frame, MONOCHROME2 (MONOCHROME1 already inverted), after Modality LUT
-// and VOI, as unsigned 16-bit grey levels over the full 0..65535 range.
+// and VOI, as unsigned 16-bit grey levels over the full 0..65535 range; or,
+// with DecodeOptions::modality_values, the modality values instead.
 struct DecodedFrame {
   uint32_t rows = 0;
   uint32_t columns = 0;
-  std::vector<uint16_t> pixels;  // row-major, rows * columns
+  std::vector<uint16_t> pixels;  // row-major, rows * columns; empty for modality values
+  std::vector<float> values;     // row-major, rows * columns; only for modality values
 };
 
 struct DecodedImage {

@@ -11,6 +11,7 @@
 #include "scp/derived_uid.h"
 #include "scp/pixel_decoder.h"
 #include "scp/result_objects.h"
+#include "worklist/model_input.h"
 
 namespace secondread::worklist {
 namespace {
@@ -115,6 +116,7 @@ struct Item {
   size_t source = 0;   // index into the sources
   uint32_t frame = 0;  // 1-based for multi-frame objects, else 0
   scp::DecodedFrame pixels;
+  std::string source_photometric;
   double row_spacing = 0;
   double column_spacing = 0;
   pb::ImageResult result;
@@ -296,9 +298,12 @@ void Dispatcher::Process(const Job& job) {
   // Decode.
   const auto t_decode = Steady::now();
   std::vector<Item> items;
-  scp::DecodeOptions decode_options;
+  // The model says which values it needs; a request it cannot read right is
+  // a configuration error, not something a retry fixes.
+  auto decode_options = DecodeOptionsFor(model.input());
+  if (!decode_options.ok()) return fail(decode_options.status(), true);
   for (size_t idx : applicable) {
-    auto decoded = scp::DecodeImageFile(spool_->PathFor(sources[idx].spool_name), decode_options);
+    auto decoded = scp::DecodeImageFile(spool_->PathFor(sources[idx].spool_name), *decode_options);
     if (!decoded.ok()) {
       log::Warn("decode_failed", {{"read_id", read_id},
                                   {"instance_ref", sources[idx].instance_id},
@@ -311,6 +316,7 @@ void Dispatcher::Process(const Job& job) {
       item.source = idx;
       item.frame = multi ? static_cast<uint32_t>(f + 1) : 0;
       item.pixels = std::move(decoded->frames[f]);
+      item.source_photometric = decoded->source_photometric;
       item.row_spacing = decoded->row_spacing_mm;
       item.column_spacing = decoded->column_spacing_mm;
       items.push_back(std::move(item));
@@ -333,16 +339,12 @@ void Dispatcher::Process(const Job& job) {
     for (size_t k = begin; k < end; ++k) {
       const Item& item = items[k];
       pb::Image* image = request.add_images();
-      image->add_shape(item.pixels.rows);
-      image->add_shape(item.pixels.columns);
-      image->set_dtype(pb::DATA_TYPE_UINT16);
-      // The decoder's output is host-endian; x86-64 and AArch64 hosts are
-      // little-endian, as the contract requires.
-      image->set_data(reinterpret_cast<const char*>(item.pixels.pixels.data()),
-                      item.pixels.pixels.size() * sizeof(uint16_t));
+      if (absl::Status encoded = EncodePixels(model.input(), item.pixels, item.source_photometric, image);
+          !encoded.ok()) {
+        return fail(encoded, true);
+      }
       image->set_row_spacing_mm(item.row_spacing);
       image->set_column_spacing_mm(item.column_spacing);
-      image->set_photometric(pb::PHOTOMETRIC_MONOCHROME2);
       const SourceRow& s = sources[item.source];
       image->mutable_modality()->set_scheme("DCM");
       image->mutable_modality()->set_value(Trim(s.modality));

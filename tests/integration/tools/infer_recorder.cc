@@ -2,14 +2,21 @@
 // a copy of every request, so that an integration test can search the exact
 // bytes the node sent for patient data instead of trusting the proto schema.
 //   infer_recorder --listen ADDR --upstream ADDR --out FILE [--port-file FILE]
+//                  [--images FILE]
 // FILE is appended to, one record per request: a 4-byte little-endian length,
-// then the serialized request. SIGTERM or SIGINT stops the proxy and prints
+// then the serialized request. --images appends one text line per image of
+// every Infer request, "model dtype photometric rows columns min max", so a
+// test can check what values a model was given. SIGTERM or SIGINT stops the proxy and prints
 // one JSON line with the number of requests per method.
 #include <grpcpp/grpcpp.h>
 #include <pthread.h>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
+#include <cstring>
+#include <fstream>
+#include <limits>
 #include <cstdint>
 #include <cstdio>
 #include <iostream>
@@ -83,6 +90,48 @@ class Recorder {
   bool broken_ = false;
 };
 
+template <typename T>
+std::pair<double, double> Range(const std::string& data) {
+  const size_t n = data.size() / sizeof(T);
+  double lo = std::numeric_limits<double>::infinity(), hi = -lo;
+  for (size_t i = 0; i < n; ++i) {
+    T v;
+    std::memcpy(&v, data.data() + i * sizeof(T), sizeof(T));
+    lo = std::min(lo, static_cast<double>(v));
+    hi = std::max(hi, static_cast<double>(v));
+  }
+  return {lo, hi};
+}
+
+class ImageLog {
+ public:
+  explicit ImageLog(const std::string& path) {
+    if (!path.empty()) out_.open(path, std::ios::app);
+  }
+  void Add(const v1::InferRequest& req) {
+    if (!out_.is_open()) return;
+    std::lock_guard lock(mu_);
+    for (const auto& image : req.images()) {
+      std::pair<double, double> r{0, 0};
+      switch (image.dtype()) {
+        case v1::DATA_TYPE_UINT8: r = Range<uint8_t>(image.data()); break;
+        case v1::DATA_TYPE_UINT16: r = Range<uint16_t>(image.data()); break;
+        case v1::DATA_TYPE_INT16: r = Range<int16_t>(image.data()); break;
+        case v1::DATA_TYPE_FLOAT32: r = Range<float>(image.data()); break;
+        default: break;
+      }
+      out_ << req.model_name() << ' ' << v1::DataType_Name(image.dtype()) << ' '
+           << v1::Photometric_Name(image.photometric()) << ' ' << (image.shape_size() > 0 ? image.shape(0) : 0) << ' '
+           << (image.shape_size() > 1 ? image.shape(1) : 0) << ' ' << r.first << ' ' << r.second << '\n';
+    }
+    out_.flush();
+  }
+
+ private:
+  std::mutex mu_;
+  std::ofstream out_;
+};
+
 // Keys that gRPC itself sets on every call; copying them would duplicate or
 // contradict what the outgoing call carries.
 bool Forwardable(const grpc::string_ref& key) {
@@ -118,8 +167,8 @@ grpc::Status Forward(Recorder& recorder, const std::string& method, grpc::Server
 
 class InferenceProxy final : public v1::Inference::Service {
  public:
-  InferenceProxy(Recorder& recorder, const std::shared_ptr<grpc::Channel>& upstream)
-      : recorder_(recorder), stub_(v1::Inference::NewStub(upstream)) {}
+  InferenceProxy(Recorder& recorder, ImageLog& images, const std::shared_ptr<grpc::Channel>& upstream)
+      : recorder_(recorder), images_(images), stub_(v1::Inference::NewStub(upstream)) {}
 
   grpc::Status ListModels(grpc::ServerContext* ctx, const v1::ListModelsRequest* req,
                           v1::ListModelsResponse* resp) override {
@@ -136,12 +185,14 @@ class InferenceProxy final : public v1::Inference::Service {
   }
 
   grpc::Status Infer(grpc::ServerContext* ctx, const v1::InferRequest* req, v1::InferResponse* resp) override {
+    images_.Add(*req);
     return Forward(recorder_, "Infer", ctx, *req, resp,
                    [this](auto* c, const auto& q, auto* r) { return stub_->Infer(c, q, r); });
   }
 
  private:
   Recorder& recorder_;
+  ImageLog& images_;
   std::unique_ptr<v1::Inference::Stub> stub_;
 };
 
@@ -169,7 +220,8 @@ class HealthProxy final : public health::Health::Service {
 };
 
 int Usage() {
-  std::cerr << "usage: infer_recorder --listen HOST:PORT --upstream HOST:PORT --out FILE [--port-file FILE]\n";
+  std::cerr << "usage: infer_recorder --listen HOST:PORT --upstream HOST:PORT --out FILE [--port-file FILE]"
+               " [--images FILE]\n";
   return 2;
 }
 
@@ -187,7 +239,7 @@ bool WritePortFile(const std::string& path, int port) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string listen, upstream, out_path, port_file;
+  std::string listen, upstream, out_path, port_file, images_path;
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
     if (i + 1 >= argc) return Usage();
@@ -200,6 +252,8 @@ int main(int argc, char** argv) {
       out_path = value;
     } else if (flag == "--port-file") {
       port_file = value;
+    } else if (flag == "--images") {
+      images_path = value;
     } else {
       return Usage();
     }
@@ -226,7 +280,8 @@ int main(int argc, char** argv) {
   channel_args.SetMaxReceiveMessageSize(kMaxMessageBytes);
   auto channel = grpc::CreateCustomChannel(upstream, grpc::InsecureChannelCredentials(), channel_args);
 
-  InferenceProxy inference(recorder, channel);
+  ImageLog images(images_path);
+  InferenceProxy inference(recorder, images, channel);
   HealthProxy health_proxy(recorder, channel);
 
   int port = 0;

@@ -33,6 +33,7 @@ const std::set<std::string> kReviewedText = {
     "secondread.inference.v1.DescribeModelRequest.model_name",
     "secondread.inference.v1.Label.name",            // model label
     "secondread.inference.v1.InputSpec.scaling",     // minmax | range | window
+    "secondread.inference.v1.InputSpec.pixel_values",  // display | modality, from the model manifest
     "secondread.inference.v1.Applicability.modalities",   // CR, DX, ...
     "secondread.inference.v1.Applicability.body_parts",   // CHEST, ...
     "secondread.inference.v1.Applicability.sop_classes",  // SOP Class (a kind of object), never an instance

@@ -52,6 +52,7 @@ TEST(ModelConfigTest, ParsesEveryField) {
   EXPECT_EQ(c->input.width, 192);
   EXPECT_EQ(c->input.scaling, Scaling::kWindow);
   EXPECT_DOUBLE_EQ(c->input.window_width, 400);
+  EXPECT_EQ(c->input.values, PixelValues::kModality);  // a window's default
   EXPECT_EQ(c->input.mean.size(), 3u);
   EXPECT_EQ(c->input.accepted_dtypes, (std::vector<DType>{DType::kUint16, DType::kInt16}));
   EXPECT_EQ(c->output.scores_activation, Activation::kNone);
@@ -93,6 +94,8 @@ TEST(ModelConfigTest, RefusesBrokenManifestsWithAReason) {
       {Replace(good, "accepted_dtypes: [uint16, int16]", "accepted_dtypes: [uint32]"), "dtype"},
       {Replace(good, "code: {scheme: SCT, value: \"27925004\", meaning: Nodule}", "code: {scheme: SCT}"), "code"},
       {"name: demo\ninput: [", "YAML"},
+      {Replace(good, "scaling: window", "scaling: window\n  values: display"), "window needs modality values"},
+      {Replace(good, "scaling: window", "scaling: window\n  values: hounsfield"), "input.values"},
   };
   for (size_t i = 0; i < cases.size(); ++i) {
     auto c = ParseModelConfig(cases[i].yaml, i == 0 ? "other" : "demo");
@@ -100,6 +103,30 @@ TEST(ModelConfigTest, RefusesBrokenManifestsWithAReason) {
     EXPECT_NE(c.status().message().find(cases[i].expect), std::string::npos)
         << "case " << i << ": " << c.status().message();
   }
+}
+
+TEST(ModelConfigTest, PixelValuesFollowTheScalingUnlessSet) {
+  const std::string good = kGood;
+  const std::string minmax = Replace(good, "scaling: window\n  window: {center: 40, width: 400}", "scaling: minmax");
+  auto c = ParseModelConfig(minmax, "demo");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->input.values, PixelValues::kDisplay);
+
+  c = ParseModelConfig(Replace(minmax, "scaling: minmax", "scaling: minmax\n  values: modality"), "demo");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->input.values, PixelValues::kModality);
+
+  c = ParseModelConfig(
+      Replace(minmax, "scaling: minmax", "scaling: range\n  range: [-1024, 3071]\n  values: modality"), "demo");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->input.values, PixelValues::kModality);
+  EXPECT_DOUBLE_EQ(c->input.range_low, -1024);
+
+  c = ParseModelConfig(Replace(good, "scaling: window", "scaling: window\n  values: modality"), "demo");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->input.values, PixelValues::kModality);
+  EXPECT_EQ(PixelValuesName(PixelValues::kModality), "modality");
+  EXPECT_EQ(PixelValuesName(PixelValues::kDisplay), "display");
 }
 
 TEST(ModelConfigTest, ModelNamesCannotEscapeTheRepository) {

@@ -245,6 +245,8 @@ TEST_F(ServiceTest, ListDescribeHealthAndAdmin) {
   EXPECT_EQ(desc.input().height(), 4u);
   EXPECT_EQ(desc.labels(0).code().value(), "111001");
   EXPECT_EQ(desc.intended_use(), "testing only");
+  EXPECT_EQ(desc.input().scaling(), "minmax");
+  EXPECT_EQ(desc.input().pixel_values(), "display");
 
   auto health = grpc::health::v1::Health::NewStub(channel_);
   grpc::ClientContext c3;

@@ -152,6 +152,49 @@ TEST_F(PixelDecoderTest, WithoutVoiTheModalityRangeMapsLinearly) {
   EXPECT_EQ(*std::min_element(f.pixels.begin(), f.pixels.end()), 0);
 }
 
+TEST_F(PixelDecoderTest, ModalityValuesAreHounsfieldUnitsForEveryFrame) {
+  Mono16 spec;
+  spec.frames = 2;
+  spec.pixels = Ramp(spec.rows, spec.columns, 2);
+  spec.extra = CtWindow;  // intercept -1024: HU = stored - 1024, whatever the window says
+  WriteMono16(Path("ct.dcm"), spec);
+  DecodeOptions options;
+  options.modality_values = true;
+  auto image = DecodeImageFile(Path("ct.dcm"), options);
+  ASSERT_TRUE(image.ok()) << image.status();
+  ASSERT_EQ(image->frames.size(), 2u);
+  for (int f = 0; f < 2; ++f) {
+    const DecodedFrame& frame = image->frames[f];
+    EXPECT_TRUE(frame.pixels.empty());
+    ASSERT_EQ(frame.values.size(), 64u * 64u);
+    for (size_t i = 0; i < frame.values.size(); ++i) {
+      ASSERT_EQ(frame.values[i], spec.pixels[f * 64 * 64 + i] - 1024.0f) << "frame " << f << " pixel " << i;
+    }
+  }
+}
+
+TEST_F(PixelDecoderTest, ModalityValuesFollowSlopeAndStaySignedAndUninverted) {
+  Mono16 spec;
+  spec.photometric = "MONOCHROME1";
+  spec.pixels = Ramp(spec.rows, spec.columns);
+  spec.extra = [](DcmDataset* ds) {
+    ds->putAndInsertString(DCM_RescaleIntercept, "-2000");
+    ds->putAndInsertString(DCM_RescaleSlope, "2");
+  };
+  WriteMono16(Path("m1.dcm"), spec);
+  DecodeOptions options;
+  options.modality_values = true;
+  auto image = DecodeImageFile(Path("m1.dcm"), options);
+  ASSERT_TRUE(image.ok()) << image.status();
+  EXPECT_EQ(image->source_photometric, "MONOCHROME1");
+  const DecodedFrame& frame = image->frames[0];
+  ASSERT_EQ(frame.values.size(), spec.pixels.size());
+  for (size_t i = 0; i < frame.values.size(); ++i) {
+    ASSERT_EQ(frame.values[i], spec.pixels[i] * 2.0f - 2000.0f) << "pixel " << i;
+  }
+  EXPECT_LT(*std::min_element(frame.values.begin(), frame.values.end()), 0.0f);
+}
+
 TEST_F(PixelDecoderTest, MinMaxWindowWhenTheObjectHasNone) {
   Mono16 spec;
   spec.pixels.assign(64 * 64, 1000);
