@@ -243,6 +243,29 @@ absl::Status DecodeJpeg2000Into(const std::string& path, DcmDataset* ds, const P
   return absl::OkStatus();
 }
 
+// The frames DicomImage will hand out, checked against the bounds once for
+// both outputs.
+struct FrameLayout {
+  unsigned long frames = 0;
+  uint32_t rows = 0;
+  uint32_t columns = 0;
+  uint64_t pixels = 0;  // per frame
+};
+
+absl::StatusOr<FrameLayout> LayoutOf(const DicomImage& mono, const PixelGeometry& geometry,
+                                     const DecodeOptions& options) {
+  FrameLayout l;
+  l.frames = std::min<unsigned long>(mono.getFrameCount(), geometry.frames);
+  if (l.frames == 0) return absl::InvalidArgumentError("the object has no frames");
+  l.rows = static_cast<uint32_t>(mono.getHeight());
+  l.columns = static_cast<uint32_t>(mono.getWidth());
+  l.pixels = uint64_t{l.rows} * l.columns;
+  if (l.pixels == 0 || l.pixels > options.max_pixels_per_frame) {
+    return absl::InvalidArgumentError("rendered frame size is out of bounds");
+  }
+  return l;
+}
+
 template <typename T>
 void Widen(const void* data, size_t offset, size_t count, std::vector<float>& out) {
   const T* p = static_cast<const T*>(data) + offset;
@@ -256,22 +279,16 @@ absl::StatusOr<DecodedImage> ModalityValues(const DicomImage& mono, const PixelG
   if (inter == nullptr || inter->getData() == nullptr) {
     return absl::InvalidArgumentError("no modality values could be computed");
   }
-  const unsigned long frame_count = std::min<unsigned long>(mono.getFrameCount(), geometry.frames);
-  const uint32_t rows = static_cast<uint32_t>(mono.getHeight());
-  const uint32_t columns = static_cast<uint32_t>(mono.getWidth());
-  const uint64_t pixels = uint64_t{rows} * columns;
-  if (frame_count == 0) return absl::InvalidArgumentError("the object has no frames");
-  if (pixels == 0 || pixels > options.max_pixels_per_frame) {
-    return absl::InvalidArgumentError("rendered frame size is out of bounds");
-  }
-  if (inter->getPlanes() != 1 || inter->getCount() < pixels * frame_count) {
+  ASSIGN_OR_RETURN(const FrameLayout layout, LayoutOf(mono, geometry, options));
+  const uint64_t pixels = layout.pixels;
+  if (inter->getPlanes() != 1 || inter->getCount() < pixels * layout.frames) {
     return absl::InvalidArgumentError("modality values do not cover every frame");
   }
-  out.frames.reserve(frame_count);
-  for (unsigned long f = 0; f < frame_count; ++f) {
+  out.frames.reserve(layout.frames);
+  for (unsigned long f = 0; f < layout.frames; ++f) {
     DecodedFrame frame;
-    frame.rows = rows;
-    frame.columns = columns;
+    frame.rows = layout.rows;
+    frame.columns = layout.columns;
     const size_t offset = static_cast<size_t>(f * pixels);
     switch (inter->getRepresentation()) {
       case EPR_Uint8: Widen<Uint8>(inter->getData(), offset, pixels, frame.values); break;
@@ -367,19 +384,13 @@ absl::StatusOr<DecodedImage> DecodeUnguarded(const std::string& path, const Deco
     mono->setNoVoiTransformation();
   }
 
-  const unsigned long frame_count = std::min<unsigned long>(mono->getFrameCount(), geometry.frames);
-  if (frame_count == 0) return absl::InvalidArgumentError("the object has no frames");
-  const uint32_t rows = static_cast<uint32_t>(mono->getHeight());
-  const uint32_t columns = static_cast<uint32_t>(mono->getWidth());
-  const uint64_t pixels = uint64_t{rows} * columns;
-  if (pixels == 0 || pixels > options.max_pixels_per_frame) {
-    return absl::InvalidArgumentError("rendered frame size is out of bounds");
-  }
-  out.frames.reserve(frame_count);
-  for (unsigned long f = 0; f < frame_count; ++f) {
+  ASSIGN_OR_RETURN(const FrameLayout layout, LayoutOf(*mono, geometry, options));
+  const uint64_t pixels = layout.pixels;
+  out.frames.reserve(layout.frames);
+  for (unsigned long f = 0; f < layout.frames; ++f) {
     DecodedFrame frame;
-    frame.rows = rows;
-    frame.columns = columns;
+    frame.rows = layout.rows;
+    frame.columns = layout.columns;
     frame.pixels.resize(pixels);
     // DiMono1Image renders MONOCHROME1 inverted, so every output is MONOCHROME2
     // (asserted by the decoder tests).
