@@ -34,7 +34,11 @@ WHERE r.id = $1
 
 constexpr char kLoadSources[] = R"SQL(
 SELECT i.id, i.sop_instance_uid, i.sop_class_uid, se.series_instance_uid, i.spool_name,
-       se.modality, se.body_part_examined, COALESCE(i.number_of_frames, 1)
+       se.modality, se.body_part_examined, COALESCE(i.number_of_frames, 1),
+       -- Only a per-instance read ($2) needs the source's arrival position.
+       CASE WHEN $2 THEN (SELECT count(*) FROM instances i2 JOIN series s2 ON s2.id = i2.series_ref
+                          WHERE s2.study_ref = se.study_ref AND i2.id <= i.id)
+            ELSE 1 END
 FROM read_instances ri
 JOIN instances i ON i.id = ri.instance_ref
 JOIN series se ON se.id = i.series_ref
@@ -109,6 +113,7 @@ struct SourceRow {
   std::string modality;
   std::string body_part;
   int64_t frames = 1;
+  int64_t arrival = 1;  // the instance's place in its study's arrival order, from 1
 };
 
 // One image sent to the model: a frame of a source instance.
@@ -238,7 +243,7 @@ void Dispatcher::Process(const Job& job) {
     read.triggered_at = r[0][7].as<double>();
     read.trigger = r[0][8].as<std::string>();
     sources.clear();
-    for (const auto& row : tx.exec_params(kLoadSources, read_id)) {
+    for (const auto& row : tx.exec_params(kLoadSources, read_id, read.trigger == "instance")) {
       SourceRow s;
       s.instance_id = row[0].as<int64_t>();
       s.sop_instance_uid = row[1].as<std::string>();
@@ -248,6 +253,7 @@ void Dispatcher::Process(const Job& job) {
       s.modality = row[5].as<std::string>();
       s.body_part = row[6].as<std::string>();
       s.frames = std::max<int64_t>(1, row[7].as<int64_t>());
+      s.arrival = row[8].as<int64_t>();
       sources.push_back(std::move(s));
     }
     if (read.state == "queued" || read.state == "running") {
@@ -436,18 +442,25 @@ void Dispatcher::Process(const Job& job) {
     std::string file;
   };
   std::vector<Written> written;
+  // Reads of single instances put one SR and one SC per image into the same
+  // two series. Numbering them by the source's place in the study's arrival
+  // order keeps them apart (a source's own Instance Number does not: each CR
+  // view is often instance 1 of its own series) and stable across re-reads.
+  // A study-level read numbers its own.
+  const bool per_instance = read.trigger == "instance";
+  const int source_number = static_cast<int>(std::min<int64_t>(sources.front().arrival, 2147483647));
   {
     scp::ResultIdentity id;
     // A study-level read has one SR per study and model version. Reads of
     // single instances (per-instance triggering) each have their own, keyed
     // by the instance, so one image's report never replaces another's.
     id.sop_instance_uid =
-        read.trigger == "instance"
+        per_instance
             ? scp::DerivedUid({read.study_uid, model.name(), version, "sr", sources.front().sop_instance_uid})
             : scp::DerivedUid({read.study_uid, model.name(), version, "sr"});
     id.series_instance_uid = scp::DerivedUid({read.study_uid, model.name(), version, "sr-series"});
     id.series_number = kSrSeriesNumber;
-    id.instance_number = 1;
+    id.instance_number = per_instance ? source_number : 1;
     auto sr = scp::BuildStructuredReport(sr_sources, findings, algorithm, id, when);
     if (!sr.ok()) return fail(sr.status(), true);
     written.push_back({"sr", std::move(*sr), 0, ""});
@@ -488,7 +501,8 @@ void Dispatcher::Process(const Job& job) {
                                            sources[source].sop_instance_uid, std::to_string(item.frame)});
     id.series_instance_uid = scp::DerivedUid({read.study_uid, model.name(), version, "sc-series"});
     id.series_number = kScSeriesNumber;
-    id.instance_number = ++sc_number;
+    ++sc_number;
+    id.instance_number = per_instance ? source_number : sc_number;
     auto sc = scp::BuildSecondaryCapture(sr_sources[k], heatmap_ptr, item_findings[k], algorithm, id, when);
     if (!sc.ok()) return fail(sc.status(), true);
     written.push_back({"sc", std::move(*sc), sources[source].instance_id, ""});

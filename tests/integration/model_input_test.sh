@@ -69,15 +69,15 @@ IT_WORKER=1 node_up --routing "$WORK/routing.yaml" --set "inference.endpoints=[1
 
 $PY "$IT_REPO/tools/gen_instances.py" "$WORK/ct" --kind ct --count 3 >/dev/null
 send "$WORK"/ct/*.dcm >/dev/null 2>&1 || fail "storescu CT"
-$PY "$IT_REPO/tools/gen_study.py" "$WORK/cr" --studies 1 --images-per-study 1 --lesion random --modality CR \
+$PY "$IT_REPO/tools/gen_study.py" "$WORK/cr" --studies 1 --images-per-study 2 --lesion random --modality CR \
   --seed 7 >/dev/null
 send "$WORK"/cr/study-1/*.dcm >/dev/null 2>&1 || fail "storescu CR"
-wait_sql "SELECT count(*) FROM reads WHERE state = 'done'" 2 120
+wait_sql "SELECT count(*) FROM reads WHERE state = 'done'" 3 120
 [ "$(sql "SELECT count(*) FROM reads WHERE state <> 'done'")" = 0 ] || fail "a read did not finish: $(sql "SELECT state, error FROM reads")"
-pass "a CT study read by the window model and a radiograph by the reference model"
+pass "a CT study read by the window model and two radiographs by the reference model"
 
 [ "$(grep -c '^ct-window-demo ' "$WORK/images.txt")" = 3 ] || { cat "$WORK/images.txt"; fail "CT images sent"; }
-[ "$(grep -c '^synthetic-nodule-demo ' "$WORK/images.txt")" = 1 ] || { cat "$WORK/images.txt"; fail "CR images sent"; }
+[ "$(grep -c '^synthetic-nodule-demo ' "$WORK/images.txt")" = 2 ] || { cat "$WORK/images.txt"; fail "CR images sent"; }
 $PY - "$WORK/images.txt" "$WORK"/ct/*.dcm <<'PY' || fail "the CT model was not given the Hounsfield units of the stored pixels"
 import sys, pydicom
 sent = [l.split() for l in open(sys.argv[1]) if l.startswith("ct-window-demo ")]
@@ -101,11 +101,25 @@ assert sorted(got) == sorted(expected), (sorted(got), sorted(expected))
 PY
 pass "CT images went as float32 Hounsfield units, equal to the stored pixels' modality values"
 
-read -r _ dtype photometric _ _ lo hi < <(grep '^synthetic-nodule-demo ' "$WORK/images.txt")
-[ "$dtype" = DATA_TYPE_UINT16 ] || fail "the radiograph went as $dtype"
-[ "$photometric" = PHOTOMETRIC_MONOCHROME2 ] || fail "the radiograph went as $photometric"
-awk -v lo="$lo" -v hi="$hi" 'BEGIN { exit !(lo >= 0 && hi <= 65535 && hi > lo) }' || fail "rendering range $lo..$hi"
-pass "the radiograph went as its uint16 rendering"
+while read -r _ dtype photometric _ _ lo hi; do
+  [ "$dtype" = DATA_TYPE_UINT16 ] || fail "a radiograph went as $dtype"
+  [ "$photometric" = PHOTOMETRIC_MONOCHROME2 ] || fail "a radiograph went as $photometric"
+  awk -v lo="$lo" -v hi="$hi" 'BEGIN { exit !(lo >= 0 && hi <= 65535 && hi > lo) }' || fail "rendering range $lo..$hi"
+done < <(grep '^synthetic-nodule-demo ' "$WORK/images.txt")
+pass "the radiographs went as their uint16 renderings"
+
+# Per-instance reads share the SR and SC series; each result is numbered by its
+# source's place in the study's arrival order, so the two images' results do
+# not collide although both sources are instance 1 of their own series.
+instance_numbers() {  # kind -> sorted Instance Numbers of the CR results
+  while read -r name; do
+    dcmdump -q +P 0020,0013 "$SECONDREAD_SPOOL/results/$name.dcm" | sed -n 's/.*\[\(.*\)\].*/\1/p'
+  done < <(sql "SELECT ro.file_name FROM result_objects ro JOIN reads r ON r.id = ro.read_ref
+                WHERE r.model_name = 'synthetic-nodule-demo' AND ro.kind = '$1'") | sort -n | tr '\n' ' '
+}
+[ "$(instance_numbers sr)" = "1 2 " ] || fail "SR Instance Numbers [$(instance_numbers sr)]"
+[ "$(instance_numbers sc)" = "1 2 " ] || fail "SC Instance Numbers [$(instance_numbers sc)]"
+pass "per-instance results numbered 1 and 2 in their series"
 
 # The CT read ends like any other: one SR for the study and one Secondary
 # Capture per image, each valid DICOM.
