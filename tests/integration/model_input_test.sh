@@ -10,7 +10,7 @@ source "$(dirname "$0")/lib/common.sh"
 source "$(dirname "$0")/lib/results.sh"
 it_setup "$@"
 INFER_RECORDER=${INFER_RECORDER:-$BUILD_DIR/tests/infer_recorder}
-trap 'rc=$?; [ -n "${REC_PID:-}" ] && kill "$REC_PID" 2>/dev/null; (exit $rc); it_cleanup' EXIT
+it_also_on_exit '[ -n "${REC_PID:-}" ] && kill "$REC_PID" 2>/dev/null'
 
 # A model repository: the reference model as it is, and the same weights under
 # a CT manifest with a soft-tissue window. The weights only have to run; the

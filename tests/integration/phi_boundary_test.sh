@@ -8,7 +8,7 @@ source "$(dirname "$0")/lib/common.sh"
 source "$(dirname "$0")/lib/results.sh"
 it_setup "$@"
 INFER_RECORDER=${INFER_RECORDER:-$BUILD_DIR/tests/infer_recorder}
-trap 'rc=$?; [ -n "${REC_PID:-}" ] && kill "$REC_PID" 2>/dev/null; (exit $rc); it_cleanup' EXIT
+it_also_on_exit '[ -n "${REC_PID:-}" ] && kill "$REC_PID" 2>/dev/null'
 
 worker_up --set cpu.threads=1
 "$INFER_RECORDER" --listen 127.0.0.1:0 --upstream "$SECONDREAD_WORKER_ADDR" --out "$WORK/requests.bin" \

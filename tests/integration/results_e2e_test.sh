@@ -8,7 +8,7 @@ source "$(dirname "$0")/lib/common.sh"
 source "$(dirname "$0")/lib/orthanc.sh"
 source "$(dirname "$0")/lib/results.sh"
 it_setup "$@"
-trap 'rc=$?; orthanc_stop "$WORK/orthanc"; (exit $rc); it_cleanup' EXIT
+it_also_on_exit 'orthanc_stop "$WORK/orthanc"'
 
 results_up
 $PY "$IT_REPO/tools/gen_study.py" "$WORK/lesion" --studies 1 --lesion yes --modality CR --seed 11 >/dev/null

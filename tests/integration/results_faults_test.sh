@@ -7,7 +7,7 @@ source "$(dirname "$0")/lib/common.sh"
 source "$(dirname "$0")/lib/orthanc.sh"
 source "$(dirname "$0")/lib/results.sh"
 it_setup "$@"
-trap 'rc=$?; [ -n "${WORKER_PID:-}" ] && kill -CONT "$WORKER_PID" 2>/dev/null; orthanc_stop "$WORK/orthanc"; (exit $rc); it_cleanup' EXIT
+it_also_on_exit '[ -n "${WORKER_PID:-}" ] && kill -CONT "$WORKER_PID" 2>/dev/null; orthanc_stop "$WORK/orthanc"'
 
 # Short leases, so work held by a killed process comes back within seconds.
 results_up --set queue.lease_seconds=5 --set queue.maintenance_interval_ms=500 --set inference.call_timeout_ms=4000

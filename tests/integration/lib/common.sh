@@ -17,8 +17,18 @@ it_setup() {  # [WORK_DIR]
   trap it_cleanup EXIT
 }
 
+# Shell commands to run at exit before the common cleanup, e.g. stopping a
+# helper process the test started itself.
+it_also_on_exit() {  # commands
+  IT_EXIT_EXTRA=$1
+}
+
 it_cleanup() {
   local rc=$?
+  # A failing step must not end the cleanup early: under errexit it would
+  # leave the node, the workers and PostgreSQL running.
+  set +e
+  if [ -n "${IT_EXIT_EXTRA:-}" ]; then eval "$IT_EXIT_EXTRA"; fi
   if [ -f "${WORK:-}/worker/worker.pid" ]; then
     kill -TERM "$(cat "$WORK/worker/worker.pid")" 2>/dev/null || true
   fi
@@ -32,8 +42,8 @@ it_cleanup() {
   fi
   if [ $rc -ne 0 ]; then
     echo "---- $TEST_NAME failed; last node log lines:" >&2
-    tail -n 30 "$NODE/log/secondread.log" 2>/dev/null >&2 || true
-    tail -n 30 "$WORK/worker/log/worker.log" 2>/dev/null >&2 || true
+    tail -n 30 "$NODE/log/secondread.log" >&2 2>/dev/null || true
+    tail -n 30 "$WORK/worker/log/worker.log" >&2 2>/dev/null || true
   fi
   exit $rc
 }
