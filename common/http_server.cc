@@ -6,6 +6,8 @@
 #include <regex>
 #include <string_view>
 
+#include <openssl/ssl.h>
+
 #include "common/log.h"
 #include "httplib.h"
 
@@ -170,7 +172,21 @@ void Write(const HttpResponse& from, httplib::Response& to) {
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOptions& options,
                                                              std::vector<HttpRoute> routes) {
   std::unique_ptr<HttpServer> self(new HttpServer());
-  self->server_ = std::make_unique<httplib::Server>();
+  if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
+    return absl::InvalidArgumentError("HTTPS needs both a certificate file and a key file");
+  }
+  if (options.tls()) {
+    auto tls = std::make_unique<httplib::SSLServer>(options.tls_cert_file.c_str(), options.tls_key_file.c_str());
+    // The constructor reports nothing; an unreadable file, a key that does not
+    // match the certificate or a malformed PEM all leave it invalid.
+    if (!tls->is_valid() || SSL_CTX_set_min_proto_version(tls->ssl_context(), TLS1_2_VERSION) != 1) {
+      return absl::InvalidArgumentError("cannot use the TLS certificate " + options.tls_cert_file + " with key " +
+                                        options.tls_key_file + " (unreadable, not PEM, or not a matching pair)");
+    }
+    self->server_ = std::move(tls);
+  } else {
+    self->server_ = std::make_unique<httplib::Server>();
+  }
   auto& srv = *self->server_;
   size_t threads = options.threads > 0 ? static_cast<size_t>(options.threads) : 1;
   srv.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
@@ -226,7 +242,8 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOp
   });
 
   ASSIGN_OR_RETURN(self->port_, BindAndListen(srv, options.bind, options.port, self->thread_));
-  log::Info("http_listening", {{"bind", options.bind}, {"port", self->port_}, {"server", "api"}});
+  log::Info("http_listening",
+            {{"bind", options.bind}, {"port", self->port_}, {"server", "api"}, {"tls", options.tls()}});
   return self;
 }
 

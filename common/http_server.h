@@ -82,6 +82,11 @@ struct HttpServerOptions {
   uint16_t port = 8080;
   size_t max_body_bytes = 64 * 1024;  // larger bodies are refused with 413
   int threads = 8;
+  // HTTPS when both are set: PEM files, the certificate file holding the
+  // chain. TLS 1.2 is the oldest protocol accepted.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  bool tls() const { return !tls_cert_file.empty(); }
 };
 
 // A server with explicit routes. A path no route matches is a 404 JSON

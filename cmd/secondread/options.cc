@@ -151,6 +151,11 @@ absl::Status ParseApi(config::ConfigTree& t, worklist::ApiOptions& api) {
   ASSIGN_OR_RETURN(int64_t refresh, t.Int("api.performance_refresh_seconds", api.performance_refresh_s, 1, 86400));
   api.performance_refresh_s = static_cast<int>(refresh);
   api.http.threads = static_cast<int>(threads);
+  ASSIGN_OR_RETURN(api.http.tls_cert_file, t.String("api.tls.cert_file", ""));
+  ASSIGN_OR_RETURN(api.http.tls_key_file, t.String("api.tls.key_file", ""));
+  if (api.http.tls_cert_file.empty() != api.http.tls_key_file.empty()) {
+    return absl::InvalidArgumentError("api.tls.cert_file and api.tls.key_file go together");
+  }
   ASSIGN_OR_RETURN(size_t n, t.ListSize("api.tokens"));
   std::set<std::string> names;
   for (size_t i = 0; i < n; ++i) {

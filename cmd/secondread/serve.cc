@@ -66,7 +66,17 @@ absl::Status Serve(const NodeOptions& options) {
         [&]() -> absl::Status { return registry.Ping(); });
     ASSIGN_OR_RETURN(api, HttpServer::Start(options.api.http, std::move(routes)));
     gauges.Start();
-    log::Info("api_listening", {{"bind", options.api.http.bind}, {"port", api->port()}, {"tokens", options.api.tokens.size()}});
+    log::Info("api_listening", {{"bind", options.api.http.bind},
+                                {"port", api->port()},
+                                {"tokens", options.api.tokens.size()},
+                                {"tls", options.api.http.tls()}});
+    // Patient names and bearer tokens cross this connection; in clear text
+    // that is only acceptable on loopback or behind a TLS-terminating proxy.
+    if (!options.api.http.tls() && options.api.http.bind != "127.0.0.1" && options.api.http.bind != "::1" &&
+        options.api.http.bind != "localhost") {
+      log::Warn("api_plaintext", {{"bind", options.api.http.bind},
+                                  {"hint", "set api.tls.cert_file and api.tls.key_file, or keep a TLS proxy in front"}});
+    }
   }
 
   std::thread waiter([&] {

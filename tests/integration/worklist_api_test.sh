@@ -309,6 +309,36 @@ for _ in $(seq 1 60); do [ "$(metric "$gauge")" = 2 ] && break; sleep 0.5; done
   fail "flagged-rate gauge: $(metric 'secondread_model_flagged_rate{model="synthetic-nodule-demo",version="1"}')"
 pass "model performance exported as gauges on /metrics"
 
+# ---- HTTPS ---------------------------------------------------------------------
+# A certificate for 127.0.0.1 as a hospital CA would issue one, and a second
+# key that does not belong to it.
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+  -keyout "$WORK/api.key" -out "$WORK/api.crt" >/dev/null 2>&1 || fail "openssl could not make a certificate"
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$WORK/other.key" >/dev/null 2>&1 ||
+  fail "openssl could not make a key"
+kill -TERM "$SECONDREAD_PID"
+while kill -0 "$SECONDREAD_PID" 2>/dev/null; do sleep 0.1; done
+# A key that does not match the certificate: the node refuses to start, and says why.
+if timeout 30 "$SECONDREAD_BIN" serve --config "$SECONDREAD_CONFIG" --set "api.tls.cert_file=$WORK/api.crt" \
+  --set "api.tls.key_file=$WORK/other.key" >"$WORK/bad-tls.log" 2>&1; then
+  fail "the node started with a key that does not match its certificate"
+fi
+grep -q "TLS certificate" "$WORK/bad-tls.log" || fail "no reason given for the TLS refusal: $(tail -n 3 "$WORK/bad-tls.log")"
+"$IT_REPO/scripts/dev-up" "$NODE" --node-only --set "api.tls.cert_file=$WORK/api.crt" \
+  --set "api.tls.key_file=$WORK/api.key" >/dev/null
+source "$NODE/env"
+TLS_BASE=${BASE/#http:/https:}
+code=$(curl -sS --max-time 30 --cacert "$WORK/api.crt" -o "$RESP" -w '%{http_code}' \
+  -H "Authorization: Bearer $RAD" "$TLS_BASE/api/v1/worklist") || fail "HTTPS request failed"
+[ "$code" = 200 ] || fail "HTTPS worklist: HTTP $code"
+check 'assert d["total"] == 2' "the worklist over HTTPS"
+! curl -sS --max-time 10 -o /dev/null -H "Authorization: Bearer $RAD" "$BASE/api/v1/worklist" 2>/dev/null ||
+  fail "plain HTTP was answered on the HTTPS port"
+! curl -sS --max-time 10 -o /dev/null "$TLS_BASE/healthz" 2>/dev/null ||
+  fail "a client without the CA accepted the node's certificate"
+grep -q '"event":"api_listening".*"tls":true' "$SECONDREAD_LOG" || fail "the API did not log that it serves TLS"
+pass "HTTPS with the configured certificate; plain HTTP and untrusting clients get nothing; a mismatched key is refused"
+
 # ---- no patient data in the log at info level ------------------------------------
 ! grep -qF "$LESION_NAME" "$SECONDREAD_LOG" || fail "patient name in the node log"
 ! grep -qF "$LESION_PID" "$SECONDREAD_LOG" || fail "patient id in the node log"
