@@ -52,17 +52,23 @@ YAML::Node Lookup(const YAML::Node& root, const std::string& key) {
   return cur;
 }
 
-void CollectLeaves(const YAML::Node& node, const std::string& prefix, std::vector<std::string>& out) {
+// False when a mapping key is not a plain string (YAML's "? [a, b]"): no
+// getter can address it, and converting it would throw.
+bool CollectLeaves(const YAML::Node& node, const std::string& prefix, std::vector<std::string>& out) {
   if (node.IsMap()) {
     for (const auto& kv : node) {
-      std::string k = kv.first.as<std::string>();
-      CollectLeaves(kv.second, prefix.empty() ? k : prefix + "." + k, out);
+      if (!kv.first.IsScalar()) return false;
+      std::string k = kv.first.Scalar();
+      if (!CollectLeaves(kv.second, prefix.empty() ? k : prefix + "." + k, out)) return false;
     }
   } else if (node.IsSequence() && node.size() > 0 && node[0].IsMap()) {
-    for (size_t i = 0; i < node.size(); ++i) CollectLeaves(node[i], prefix + "." + std::to_string(i), out);
+    for (size_t i = 0; i < node.size(); ++i) {
+      if (!CollectLeaves(node[i], prefix + "." + std::to_string(i), out)) return false;
+    }
   } else if (!prefix.empty()) {
     out.push_back(prefix);
   }
+  return true;
 }
 
 absl::Status Invalid(const std::string& key, const std::string& what) {
@@ -254,7 +260,9 @@ bool ConfigTree::Has(const std::string& key) const {
 
 absl::Status ConfigTree::CheckNoUnknownKeys() const {
   std::vector<std::string> leaves;
-  CollectLeaves(impl_->root, "", leaves);
+  if (!CollectLeaves(impl_->root, "", leaves)) {
+    return absl::InvalidArgumentError("configuration keys must be plain strings, not lists or mappings");
+  }
   for (const auto& leaf : leaves) {
     if (!impl_->used.count(leaf)) return absl::InvalidArgumentError("unknown configuration key '" + leaf + "'");
   }

@@ -51,6 +51,15 @@ struct InstanceRecord {
   int64_t bits_stored = -1;
   int64_t samples_per_pixel = -1;
   int64_t pixel_representation = -1;
+  // Burned In Annotation (0028,0301) as received; empty when absent. Decides
+  // whether the image may go to the inference tier.
+  std::string burned_in_annotation;
+  // For routing volume reads: the plane from Image Orientation (Patient)
+  // ("axial", "coronal", "sagittal", "oblique"; "" unknown) and Slice
+  // Thickness in mm (-1 unknown), from the data set or, for enhanced
+  // objects, its functional groups.
+  std::string orientation;
+  double slice_thickness_mm = -1;
 };
 
 // Identifiers of the association that delivered an instance. The id is ours
@@ -76,6 +85,14 @@ struct AssociationSummary {
   uint64_t bytes_received = 0;
   std::string outcome;  // released | aborted | timeout | error
 };
+
+// An Accept error whose registration may nevertheless have been committed
+// (the database connection broke while it ran) carries this payload: a row
+// may point to the file, so the file must stay.
+inline constexpr char kRegistrationInDoubtPayload[] = "secondread/outcome-unknown";
+inline bool RegistrationInDoubt(const absl::Status& status) {
+  return status.GetPayload(kRegistrationInDoubtPayload).has_value();
+}
 
 class InstanceSink {
  public:

@@ -1,8 +1,15 @@
 #include "scp/pixel_decoder.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <ext/stdio_filebuf.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <fstream>
+#include <istream>
 #include <exception>
 #include <memory>
 #include <mutex>
@@ -16,6 +23,7 @@
 #include "dcmtk/dcmdata/dcpixseq.h"
 #include "dcmtk/dcmdata/dcrledrg.h"
 #include "dcmtk/dcmdata/dcsequen.h"
+#include "dcmtk/dcmdata/dcstack.h"
 #include "dcmtk/dcmdata/dcxfer.h"
 #include "dcmtk/dcmimage/diregist.h"  // links in colour image support for DicomImage
 #include "dcmtk/dcmimgle/dcmimage.h"
@@ -24,6 +32,7 @@
 #include "dcmtk/dcmjpls/djdecode.h"
 #include "gdcmImageReader.h"
 #include "gdcmTrace.h"
+#include "scp/internals/decoder_sandbox.h"
 
 namespace secondread::scp {
 namespace {
@@ -205,42 +214,207 @@ absl::Status CheckStoredPixelData(DcmDataset* ds, const PixelGeometry& g) {
   return absl::OkStatus();
 }
 
-// GDCM decodes the JPEG 2000 codestream and the native frames replace the
-// encapsulated Pixel Data in the DCMTK dataset. Only the pixels cross over:
-// GDCM's writer would "correct" attributes on the way (SOP Class, Bits Stored,
+// Debian's GDCM is built with assertions, and it asserts that an attribute
+// it reads has the VR its dictionary gives (gdcm::Attribute): Samples per
+// Pixel sent as AS aborts the whole process from inside ImageReader::Read.
+// So GDCM only sees objects whose every explicit VR is the dictionary's
+// (JPEG 2000 is always Explicit VR); ambiguous, private and unknown tags
+// are left alone, as GDCM does not read them.
+absl::Status CheckVrsForGdcm(DcmDataset* ds) {
+  DcmStack stack;
+  while (ds->nextObject(stack, OFTrue).good()) {
+    DcmObject* obj = stack.top();
+    const DcmTag& tag = obj->getTag();
+    if (tag.getGroup() == 0xFFFE || tag.isPrivate()) continue;  // items, delimiters
+    const DcmEVR expected = DcmTag(tag.getXTag()).getEVR();
+    switch (expected) {
+      case EVR_UNKNOWN: case EVR_UNKNOWN2B: case EVR_xs: case EVR_ox: case EVR_lt: case EVR_px: case EVR_up:
+      case EVR_na: case EVR_pixelSQ: case EVR_pixelItem: case EVR_item: case EVR_metainfo: case EVR_dataset:
+      case EVR_fileFormat: case EVR_dicomDir: case EVR_dirRecord:
+        continue;
+      default:
+        break;
+    }
+    if (obj->getVR() != expected) {
+      return absl::InvalidArgumentError("attribute " + std::string(tag.toString().c_str()) + " has VR " +
+                                        DcmVR(obj->getVR()).getVRName() + " instead of " +
+                                        DcmVR(expected).getVRName());
+    }
+  }
+  return absl::OkStatus();
+}
+
+// The most bytes a codec may hand back for `g`: every sample stored in full
+// (a YBR_FULL_422 JPEG decodes to RGB), at up to twice Bits Allocated, plus a
+// pad byte. More than that is a lie of the codec, not a picture.
+uint64_t MaxDecodedBytes(const PixelGeometry& g) {
+  const uint64_t bytes_per_sample = std::max<uint64_t>(1, (g.bits_allocated + 7) / 8);
+  return uint64_t{g.rows} * g.columns * g.samples_per_pixel * g.frames * bytes_per_sample * 2 + 2;
+}
+
+internals::PixelAttributes AttributesOf(DcmDataset* ds) {
+  internals::PixelAttributes a;
+  Uint16 v = 0;
+  if (ds->findAndGetUint16(DCM_BitsAllocated, v).good()) a.bits_allocated = v;
+  if (ds->findAndGetUint16(DCM_BitsStored, v).good()) a.bits_stored = v;
+  if (ds->findAndGetUint16(DCM_HighBit, v).good()) a.high_bit = v;
+  if (ds->findAndGetUint16(DCM_PixelRepresentation, v).good()) a.pixel_representation = v;
+  a.samples_per_pixel = ds->findAndGetUint16(DCM_SamplesPerPixel, v).good() ? v : 1;
+  if (ds->findAndGetUint16(DCM_PlanarConfiguration, v).good()) a.planar_configuration = v;
+  a.photometric = Str(ds, DCM_PhotometricInterpretation);
+  return a;
+}
+
+// GDCM decodes the JPEG 2000 codestream; only its pixels are used. GDCM's
+// writer would "correct" attributes on the way (SOP Class, Bits Stored,
 // rescale moved into functional groups), and the LUT/VOI path must see the
-// object exactly as every other syntax does.
-absl::Status DecodeJpeg2000Into(const std::string& path, DcmDataset* ds, const PixelGeometry& geometry) {
+// object exactly as every other syntax does. The codec undoes the
+// reversible/irreversible colour transform and returns interleaved RGB.
+absl::Status DecodeJpeg2000(std::istream& in, DcmDataset* ds, const PixelGeometry& geometry,
+                            std::vector<char>& buffer, internals::ChildOutput& out) {
   gdcm::ImageReader reader;
-  reader.SetFileName(path.c_str());
+  reader.SetStream(in);
   if (!reader.Read()) return absl::InvalidArgumentError("GDCM could not read the JPEG 2000 object");
   const gdcm::Image& image = reader.GetImage();
   const uint64_t expected = ExpectedNativeBytes(geometry);
   if (image.GetBufferLength() != expected) {
-    return absl::InvalidArgumentError("JPEG 2000 pixel data decodes to " + std::to_string(image.GetBufferLength()) +
-                                      " bytes, the attributes describe " + std::to_string(expected));
+    return absl::InvalidArgumentError("JPEG 2000 pixel data does not decode to the " + std::to_string(expected) +
+                                      " bytes the attributes describe");
   }
-  std::vector<char> buffer(expected);
+  buffer.resize(expected);
   if (!image.GetBuffer(buffer.data())) return absl::InvalidArgumentError("GDCM could not decode the JPEG 2000 pixel data");
-
-  delete ds->remove(DCM_PixelData);
-  OFCondition cond;
-  if (geometry.bits_allocated <= 8) {
-    cond = ds->putAndInsertUint8Array(DCM_PixelData, reinterpret_cast<const Uint8*>(buffer.data()), expected);
-  } else {
-    // GDCM's buffer is in host byte order, as DCMTK holds OW in memory.
-    cond = ds->putAndInsertUint16Array(DCM_PixelData, reinterpret_cast<const Uint16*>(buffer.data()), expected / 2);
-  }
-  if (cond.bad()) return absl::InternalError(std::string("storing decoded JPEG 2000 pixels: ") + cond.text());
+  out.data = buffer.data();
+  out.length = buffer.size();
+  out.attributes = AttributesOf(ds);
   if (geometry.samples_per_pixel == 3) {
-    // The codec undoes the reversible/irreversible colour transform and
-    // returns interleaved RGB.
-    if (geometry.photometric == "YBR_RCT" || geometry.photometric == "YBR_ICT") {
-      ds->putAndInsertString(DCM_PhotometricInterpretation, "RGB");
-    }
-    ds->putAndInsertUint16(DCM_PlanarConfiguration, 0);
+    if (geometry.photometric == "YBR_RCT" || geometry.photometric == "YBR_ICT") out.attributes.photometric = "RGB";
+    out.attributes.planar_configuration = 0;
   }
   return absl::OkStatus();
+}
+
+// DCMTK's codec decodes the dataset in place; its native pixels and the
+// attributes it changed are handed back.
+absl::Status DecodeWithDcmtk(DcmDataset* ds, internals::ChildOutput& out) {
+  OFCondition cond = ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr);
+  if (cond == EC_MemoryExhausted) return absl::ResourceExhaustedError("out of memory while decoding pixel data");
+  if (cond.bad() || !ds->canWriteXfer(EXS_LittleEndianExplicit)) {
+    return absl::InvalidArgumentError(std::string("compressed pixel data did not decode: ") + cond.text());
+  }
+  DcmPixelData* px = FindPixelData(ds);
+  if (px == nullptr) return absl::InvalidArgumentError("the object has no Pixel Data");
+  out.attributes = AttributesOf(ds);
+  out.length = px->getLength(EXS_LittleEndianExplicit);
+  if (out.attributes.bits_allocated <= 8) {
+    Uint8* bytes = nullptr;
+    if (px->getUint8Array(bytes).bad()) return absl::InvalidArgumentError("decoded pixel data is unreadable");
+    out.data = bytes;
+  } else {
+    Uint16* words = nullptr;
+    if (px->getUint16Array(words).bad()) return absl::InvalidArgumentError("decoded pixel data is unreadable");
+    out.data = words;
+  }
+  if (out.data == nullptr && out.length > 0) return absl::InvalidArgumentError("decoded pixel data is empty");
+  return absl::OkStatus();
+}
+
+bool PlausiblePhotometric(const std::string& text) {
+  if (text.empty() || text.size() > 16) return false;
+  return std::all_of(text.begin(), text.end(), [](char c) { return (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_'; });
+}
+
+// The decoded pixels replace the encapsulated Pixel Data, with the attributes
+// the codec changed, and everything is checked again as for a native object.
+absl::Status InsertDecoded(DcmDataset* ds, const internals::IsolatedPixels& decoded, PixelGeometry* geometry,
+                           const DecodeOptions& options) {
+  const internals::PixelAttributes& a = decoded.attributes;
+  if (!PlausiblePhotometric(a.photometric)) return absl::InvalidArgumentError("the decoder reported no usable Photometric Interpretation");
+  if (a.planar_configuration > 1) return absl::InvalidArgumentError("the decoder reported an invalid Planar Configuration");
+  delete ds->remove(DCM_PixelData);
+  ds->putAndInsertUint16(DCM_BitsAllocated, a.bits_allocated);
+  ds->putAndInsertUint16(DCM_BitsStored, a.bits_stored);
+  ds->putAndInsertUint16(DCM_HighBit, a.high_bit);
+  ds->putAndInsertUint16(DCM_PixelRepresentation, a.pixel_representation);
+  ds->putAndInsertUint16(DCM_SamplesPerPixel, a.samples_per_pixel);
+  ds->putAndInsertString(DCM_PhotometricInterpretation, a.photometric.c_str());
+  if (a.planar_configuration >= 0) ds->putAndInsertUint16(DCM_PlanarConfiguration, static_cast<Uint16>(a.planar_configuration));
+  ASSIGN_OR_RETURN(PixelGeometry native, ReadGeometry(ds, options));
+  if (native.rows != geometry->rows || native.columns != geometry->columns || native.frames != geometry->frames) {
+    return absl::InvalidArgumentError("the decoder changed the image size");
+  }
+  const uint64_t length = decoded.bytes.size();
+  OFCondition cond;
+  if (native.bits_allocated <= 8) {
+    cond = ds->putAndInsertUint8Array(DCM_PixelData, reinterpret_cast<const Uint8*>(decoded.bytes.data()), length);
+  } else {
+    // Host byte order, as DCMTK holds OW in memory.
+    cond = ds->putAndInsertUint16Array(DCM_PixelData, reinterpret_cast<const Uint16*>(decoded.bytes.data()), length / 2);
+  }
+  if (cond.bad()) return absl::InternalError(std::string("storing decoded pixels: ") + cond.text());
+  RETURN_IF_ERROR(CheckNativeLength(native, length));
+  *geometry = native;
+  return absl::OkStatus();
+}
+
+// Every codec runs in a child process (scp/internals/decoder_sandbox.h): a
+// crash, hang, runaway allocation or forbidden system call there fails this
+// one image with its reason, never the node. DCMTK's codecs decode the
+// dataset the child inherits, read whole into memory first so that the child
+// opens no file; GDCM reads the file through a descriptor opened before the
+// filter. Found by fuzz/pixel_decoder_fuzzer: Debian 12's GDCM reads out of
+// bounds on some broken JPEG 2000 codestreams, and DCMTK 3.6.7's RLE and
+// JPEG Huffman decoders have open advisories of the same kind.
+absl::Status DecodeIsolated(const std::string& path, DcmDataset* ds, PixelGeometry* geometry, bool jpeg2000,
+                            const DecodeOptions& options) {
+  if (!jpeg2000) {
+    OFCondition cond = ds->loadAllDataIntoMemory();
+    if (cond.bad()) return absl::InvalidArgumentError(std::string("pixel data unreadable: ") + cond.text());
+  }
+  int input = -1;
+  auto prepare = [&]() -> std::vector<int> {
+    if (!jpeg2000) return {};
+    input = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (input >= 0 && input <= 2) {  // 0-2 become /dev/null in the child
+      const int above = ::fcntl(input, F_DUPFD_CLOEXEC, 3);
+      ::close(input);
+      input = above;
+    }
+    return {input};
+  };
+  std::vector<char> buffer;
+  auto decode = [&](internals::ChildOutput& out) -> absl::Status {
+    if (!jpeg2000) return DecodeWithDcmtk(ds, out);
+    if (input < 0) return absl::InvalidArgumentError("the object could not be opened");
+    __gnu_cxx::stdio_filebuf<char> file(input, std::ios::in | std::ios::binary);
+    std::istream in(&file);
+    return DecodeJpeg2000(in, ds, *geometry, buffer, out);
+  };
+  ASSIGN_OR_RETURN(internals::IsolatedPixels decoded,
+                   internals::RunIsolated(options.decoder, MaxDecodedBytes(*geometry), options.fault_for_test, prepare,
+                                          decode));
+  return InsertDecoded(ds, decoded, geometry, options);
+}
+
+// Benchmarks and fuzzing only (DecoderLimits::isolate off): the same codecs
+// in the calling process.
+absl::Status DecodeInProcess(const std::string& path, DcmDataset* ds, PixelGeometry* geometry, bool jpeg2000,
+                             const DecodeOptions& options) {
+  if (jpeg2000) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return absl::InvalidArgumentError("the object could not be opened");
+    std::vector<char> buffer;
+    internals::ChildOutput out;
+    RETURN_IF_ERROR(DecodeJpeg2000(in, ds, *geometry, buffer, out));
+    internals::IsolatedPixels decoded{std::move(buffer), out.attributes};
+    return InsertDecoded(ds, decoded, geometry, options);
+  }
+  OFCondition cond = ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr);
+  if (cond.bad() || !ds->canWriteXfer(EXS_LittleEndianExplicit)) {
+    return absl::InvalidArgumentError(std::string("compressed pixel data did not decode: ") + cond.text());
+  }
+  DcmPixelData* px = FindPixelData(ds);
+  if (px == nullptr) return absl::InvalidArgumentError("the object has no Pixel Data");
+  return CheckNativeLength(*geometry, px->getLength(EXS_LittleEndianExplicit));
 }
 
 // The frames DicomImage will hand out, checked against the bounds once for
@@ -333,19 +507,17 @@ absl::StatusOr<DecodedImage> DecodeUnguarded(const std::string& path, const Deco
   const E_TransferSyntax original = ds->getOriginalXfer();
   const DcmXfer original_xfer(original);
   const std::string ts_uid = original_xfer.getXferID();
-  if (IsJpeg2000(ts_uid)) {
-    RETURN_IF_ERROR(DecodeJpeg2000Into(path, ds, geometry));
-  } else if (original_xfer.isEncapsulated()) {
-    if (!DcmCodecList::canChangeCoding(original, EXS_LittleEndianExplicit)) {
+  if (original_xfer.isEncapsulated()) {
+    const bool jpeg2000 = IsJpeg2000(ts_uid);
+    if (!jpeg2000 && !DcmCodecList::canChangeCoding(original, EXS_LittleEndianExplicit)) {
       return absl::UnimplementedError("no decoder for transfer syntax " + ts_uid);
     }
-    cond = ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr);
-    if (cond.bad() || !ds->canWriteXfer(EXS_LittleEndianExplicit)) {
-      return absl::InvalidArgumentError(std::string("compressed pixel data did not decode: ") + cond.text());
+    if (jpeg2000) RETURN_IF_ERROR(CheckVrsForGdcm(ds));
+    if (options.decoder.isolate) {
+      RETURN_IF_ERROR(DecodeIsolated(path, ds, &geometry, jpeg2000, options));
+    } else {
+      RETURN_IF_ERROR(DecodeInProcess(path, ds, &geometry, jpeg2000, options));
     }
-    DcmPixelData* px = FindPixelData(ds);
-    if (px == nullptr) return absl::InvalidArgumentError("the object has no Pixel Data");
-    RETURN_IF_ERROR(CheckNativeLength(geometry, px->getLength(EXS_LittleEndianExplicit)));
   }
 
   // The pixel data is native now, so DicomImage never runs a codec itself.

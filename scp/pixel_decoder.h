@@ -1,8 +1,10 @@
 // Decodes the pixels of a stored instance into display-ready grey levels for
 // the inference tier and for the Secondary Capture. DCMTK decodes the
 // uncompressed, JPEG, JPEG-LS and RLE transfer syntaxes; GDCM decodes JPEG
-// 2000. Nothing here knows about patients: the output is pixels and physical
-// facts only.
+// 2000. Every codec runs in a child process with memory, CPU and wall-clock
+// limits and a seccomp filter (DecoderLimits); only uncompressed pixel data,
+// which no codec touches, is rendered without one. Nothing here knows about
+// patients: the output is pixels and physical facts only.
 #pragma once
 
 #include <cstdint>
@@ -12,6 +14,33 @@
 #include "common/status.h"
 
 namespace secondread::scp {
+
+// Where a codec runs and what it may use there. The codecs of Debian 12 have
+// open advisories (out-of-bounds reads in DCMTK's RLE and JPEG Huffman
+// decoders, GDCM's JPEG 2000 header parse), so each compressed decode runs in
+// a child process: a crash, hang, runaway allocation or forbidden system call
+// there fails that one image, never the caller.
+struct DecoderLimits {
+  // False only for benchmarks and the fuzz harnesses, which measure or
+  // instrument the codecs themselves; the node always isolates.
+  bool isolate = true;
+  // Memory the child may add to the data memory it inherits from the caller
+  // (RLIMIT_DATA, set to the inherited size plus this). Free heap memory the
+  // caller had left comes on top.
+  uint64_t memory_bytes = 2ull << 30;
+  uint32_t cpu_seconds = 60;   // RLIMIT_CPU of the child
+  uint32_t wall_seconds = 90;  // the caller kills the child after this
+};
+
+enum class DecoderFaultForTest {
+  kNone,
+  kCrash,     // abort()
+  kAllocate,  // allocate without bound
+  kSocket,    // open a network socket
+  kFork,      // start a process
+  kSpin,      // loop forever
+  kWriteInherited,  // write to every descriptor number the caller may have open
+};
 
 struct DecodeOptions {
   // Apply the VOI LUT or the first Window Center/Width of the object (or a
@@ -30,6 +59,11 @@ struct DecodeOptions {
   // Bound on frames x rows x columns: the rendering keeps every frame's
   // intermediate values in memory at once.
   uint64_t max_total_pixels = 512ull << 20;
+  DecoderLimits decoder;
+  // Tests only: the decoding child misbehaves this way instead of decoding,
+  // so a test can prove each failure ends that one decode with its reason
+  // and not the caller. Nothing in the node sets it.
+  DecoderFaultForTest fault_for_test = DecoderFaultForTest::kNone;
 };
 
 // One frame, MONOCHROME2 (MONOCHROME1 already inverted), after Modality LUT
@@ -58,8 +92,22 @@ struct DecodedImage {
 void RegisterDecoders();
 
 // INVALID_ARGUMENT for an object without usable pixel data, attributes that
-// contradict the pixel data, or bounds exceeded; UNIMPLEMENTED for a transfer
-// syntax no decoder handles; never throws.
+// contradict the pixel data, bounds exceeded, or a codec that failed, crashed
+// or was stopped; RESOURCE_EXHAUSTED when the codec ran out of its memory;
+// UNIMPLEMENTED for a transfer syntax no decoder handles; never throws.
 absl::StatusOr<DecodedImage> DecodeImageFile(const std::string& path, const DecodeOptions& options);
+
+// Why DecodeImageFile failed, as a small fixed set of labels (metrics, the
+// read's skipped images): the codec's child process crashed, ran past its CPU
+// or wall-clock limit, ran out of its memory, or was killed for a system call
+// its filter forbids; else the object itself could not be decoded.
+inline constexpr const char* kDecoderCrashed = "decoder_crashed";
+inline constexpr const char* kDecoderTimeout = "decoder_timeout";
+inline constexpr const char* kDecoderOutOfMemory = "decoder_out_of_memory";
+inline constexpr const char* kDecoderForbiddenSyscall = "decoder_forbidden_syscall";
+inline constexpr const char* kUndecodable = "undecodable";
+inline constexpr const char* kDecodeFailureReasons[] = {kDecoderCrashed, kDecoderTimeout, kDecoderOutOfMemory,
+                                                        kDecoderForbiddenSyscall, kUndecodable};
+std::string DecodeFailureReason(const absl::Status& status);
 
 }  // namespace secondread::scp

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "scp/pixel_decoder.h"
 
 namespace secondread::scp {
 
@@ -60,11 +61,22 @@ struct Finding {
   double peak_row = 0;
 };
 
+// An object the node wrote before, referred to by a later one.
+struct ObjectReference {
+  std::string study_instance_uid;
+  std::string series_instance_uid;
+  std::string sop_class_uid;
+  std::string sop_instance_uid;
+};
+
 struct ResultIdentity {
   std::string sop_instance_uid;
   std::string series_instance_uid;
   int series_number = 0;
   int instance_number = 1;
+  // SR only: the reports this one replaces (a re-read of a study that gained
+  // images), written as the Predecessor Documents Sequence (PS3.3 C.17.2).
+  std::vector<ObjectReference> predecessors;
 };
 
 struct BuiltObject {
@@ -80,7 +92,7 @@ struct ContentTime {
 };
 
 // TID 1500 Measurement Report, Comprehensive 3D SR, VerificationFlag
-// UNVERIFIED, Contributing Equipment (Processing Algorithm), an image library
+// UNVERIFIED, Contributing Equipment (Processing Equipment), an image library
 // of every source, one measurement group per finding with TID 4019 algorithm
 // identification, the probability as a NUM, the above-threshold assessment
 // and, where given, the heatmap peak as an SCOORD POINT on the source image.
@@ -95,9 +107,10 @@ absl::StatusOr<BuiltObject> BuildStructuredReport(const std::vector<SourceImage>
 // RADIOLOGIST REVIEW - NOT A DIAGNOSIS", model name and version, each
 // finding's score against its threshold). Image Type DERIVED\SECONDARY,
 // Burned In Annotation YES, Source Image Sequence referencing the source.
+// The source is decoded again, in a decoder process under `decoder`.
 absl::StatusOr<BuiltObject> BuildSecondaryCapture(const SourceImage& source, const Heatmap* heatmap,
                                                   const std::vector<Finding>& findings,
                                                   const AlgorithmInfo& algorithm, const ResultIdentity& identity,
-                                                  const ContentTime& when);
+                                                  const ContentTime& when, const DecoderLimits& decoder = {});
 
 }  // namespace secondread::scp

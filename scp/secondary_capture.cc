@@ -18,6 +18,7 @@ namespace secondread::scp {
 namespace {
 
 using internals::FromCondition;
+using internals::Put;
 using internals::Rgb;
 
 // Sources larger than this on the long side are downscaled: a review
@@ -185,15 +186,11 @@ std::vector<std::string> BannerText(const std::vector<Finding>& findings, const 
   return text;
 }
 
-absl::Status Put(DcmItem& item, const DcmTagKey& tag, const std::string& value) {
-  return FromCondition(item.putAndInsertOFStringArray(tag, value.c_str()),
-                       std::string("writing ") + DcmTag(tag).getTagName());
-}
-
 
 absl::StatusOr<BuiltObject> Build(const SourceImage& source, const Heatmap* heatmap,
                                   const std::vector<Finding>& findings, const AlgorithmInfo& algorithm,
-                                  const ResultIdentity& identity, const ContentTime& when) {
+                                  const ResultIdentity& identity, const ContentTime& when,
+                                  const DecoderLimits& decoder) {
   if (heatmap != nullptr) {
     const uint64_t cells = uint64_t{heatmap->rows} * heatmap->columns;
     if (cells == 0 || cells > kMaxHeatmapCells || heatmap->values.size() != cells) {
@@ -212,6 +209,7 @@ absl::StatusOr<BuiltObject> Build(const SourceImage& source, const Heatmap* heat
 
   DecodeOptions options;
   options.apply_voi = true;
+  options.decoder = decoder;
   ASSIGN_OR_RETURN(DecodedImage decoded, DecodeImageFile(source.path, options));
   const size_t frame_index = source.frame > 0 ? source.frame - 1 : 0;
   if (frame_index >= decoded.frames.size()) {
@@ -303,47 +301,11 @@ absl::StatusOr<BuiltObject> Build(const SourceImage& source, const Heatmap* heat
                                                    "result text burned in by " + algorithm.model_name + " " +
                                                    algorithm.model_version + "; for review, not a diagnosis",
                                                1024)));
-  // A lossy source stays flagged as such in anything derived from it.
-  OFString lossy;
-  if (src->findAndGetOFString(DCM_LossyImageCompression, lossy).good() && lossy == "01") {
-    RETURN_IF_ERROR(Put(ds, DCM_LossyImageCompression, "01"));
-  }
-  DcmItem* ref = nullptr;
-  RETURN_IF_ERROR(FromCondition(ds.findOrCreateSequenceItem(DCM_SourceImageSequence, ref, 0),
-                                "creating Source Image Sequence"));
-  RETURN_IF_ERROR(Put(*ref, DCM_ReferencedSOPClassUID, ref_class));
-  RETURN_IF_ERROR(Put(*ref, DCM_ReferencedSOPInstanceUID, ref_instance));
   // A frame number on a single-frame object is invalid (PS3.3 C.7.6.1.1.2).
-  if (source.frame > 0 && src->tagExists(DCM_NumberOfFrames)) {
-    RETURN_IF_ERROR(Put(*ref, DCM_ReferencedFrameNumber, std::to_string(source.frame)));
-  }
-  DcmItem* purpose = nullptr;
-  RETURN_IF_ERROR(FromCondition(ref->findOrCreateSequenceItem(DCM_PurposeOfReferenceCodeSequence, purpose, 0),
-                                "creating Purpose of Reference Code Sequence"));
-  // CID 7202 Source Image Purpose of Reference.
-  RETURN_IF_ERROR(Put(*purpose, DCM_CodeValue, "121322"));
-  RETURN_IF_ERROR(Put(*purpose, DCM_CodingSchemeDesignator, "DCM"));
-  RETURN_IF_ERROR(Put(*purpose, DCM_CodeMeaning, "Source image for image processing operation"));
-
-  // SC Equipment and SC Image
-  RETURN_IF_ERROR(Put(ds, DCM_ConversionType, "WSD"));
-  RETURN_IF_ERROR(Put(ds, DCM_DateOfSecondaryCapture, when.date));
-  RETURN_IF_ERROR(Put(ds, DCM_TimeOfSecondaryCapture, when.time));
-
-  // Image Pixel
-  RETURN_IF_ERROR(FromCondition(ds.putAndInsertUint16(DCM_SamplesPerPixel, 3), "writing Samples per Pixel"));
-  RETURN_IF_ERROR(Put(ds, DCM_PhotometricInterpretation, "RGB"));
-  RETURN_IF_ERROR(FromCondition(ds.putAndInsertUint16(DCM_PlanarConfiguration, 0), "writing Planar Configuration"));
-  RETURN_IF_ERROR(FromCondition(ds.putAndInsertUint16(DCM_Rows, static_cast<Uint16>(canvas.height)), "writing Rows"));
-  RETURN_IF_ERROR(
-      FromCondition(ds.putAndInsertUint16(DCM_Columns, static_cast<Uint16>(canvas.width)), "writing Columns"));
-  RETURN_IF_ERROR(FromCondition(ds.putAndInsertUint16(DCM_BitsAllocated, 8), "writing Bits Allocated"));
-  RETURN_IF_ERROR(FromCondition(ds.putAndInsertUint16(DCM_BitsStored, 8), "writing Bits Stored"));
-  RETURN_IF_ERROR(FromCondition(ds.putAndInsertUint16(DCM_HighBit, 7), "writing High Bit"));
-  RETURN_IF_ERROR(FromCondition(ds.putAndInsertUint16(DCM_PixelRepresentation, 0), "writing Pixel Representation"));
-  RETURN_IF_ERROR(FromCondition(
-      ds.putAndInsertUint8Array(DCM_PixelData, canvas.rgb.data(), static_cast<unsigned long>(canvas.rgb.size())),
-      "writing Pixel Data"));
+  const uint32_t ref_frame = source.frame > 0 && src->tagExists(DCM_NumberOfFrames) ? source.frame : 0;
+  RETURN_IF_ERROR(internals::AddRenderedCapture(ds, *src, ref_class, ref_instance, ref_frame, when,
+                                                static_cast<uint32_t>(canvas.height),
+                                                static_cast<uint32_t>(canvas.width), canvas.rgb));
 
   BuiltObject out;
   out.sop_class_uid = UID_SecondaryCaptureImageStorage;
@@ -358,9 +320,9 @@ absl::StatusOr<BuiltObject> Build(const SourceImage& source, const Heatmap* heat
 absl::StatusOr<BuiltObject> BuildSecondaryCapture(const SourceImage& source, const Heatmap* heatmap,
                                                   const std::vector<Finding>& findings,
                                                   const AlgorithmInfo& algorithm, const ResultIdentity& identity,
-                                                  const ContentTime& when) {
+                                                  const ContentTime& when, const DecoderLimits& decoder) {
   try {
-    return Build(source, heatmap, findings, algorithm, identity, when);
+    return Build(source, heatmap, findings, algorithm, identity, when, decoder);
   } catch (const std::bad_alloc&) {
     return absl::ResourceExhaustedError("out of memory while building the Secondary Capture");
   } catch (const std::exception& e) {

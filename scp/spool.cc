@@ -90,6 +90,26 @@ std::string Spool::PathFor(const std::string& name) const {
   return objects_dir_ + "/" + name.substr(0, 2) + "/" + name + ".dcm";
 }
 
+SpoolNameLock::~SpoolNameLock() {
+  if (spool_) spool_->UnlockName(name_);
+}
+
+SpoolNameLock Spool::LockName(const std::string& name) {
+  std::unique_lock<std::mutex> lock(names_mu_);
+  names_cv_.wait(lock, [&] { return locked_names_.count(name) == 0; });
+  locked_names_.insert(name);
+  return SpoolNameLock(this, name);
+}
+
+void Spool::UnlockName(const std::string& name) {
+  {
+    std::lock_guard<std::mutex> lock(names_mu_);
+    locked_names_.erase(name);
+  }
+  // Waiters on other names wake and wait again; a name is rarely contended.
+  names_cv_.notify_all();
+}
+
 absl::StatusOr<TempFile> Spool::CreateTemp() {
   std::string path = tmp_dir_ + "/" + RandomHex(16) + ".part";
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);

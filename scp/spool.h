@@ -6,9 +6,12 @@
 #pragma once
 
 #include <array>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "common/status.h"
@@ -42,6 +45,29 @@ struct CommitResult {
   bool replaced = false;  // an earlier copy with the same name existed
 };
 
+class Spool;
+
+// Exclusive hold on one spool name, released on destruction. Whoever renames
+// a file onto a name, registers it or removes it holds the name from the
+// rename until the registry's answer is known. So an association never
+// removes a copy that another one renamed over its own or registered, and the
+// recovery scan never registers a file whose association is still waiting for
+// its answer (and then perhaps withdraws it). The lock lives in the process:
+// one node owns a spool.
+class SpoolNameLock {
+ public:
+  SpoolNameLock(SpoolNameLock&& o) noexcept : spool_(o.spool_), name_(std::move(o.name_)) { o.spool_ = nullptr; }
+  SpoolNameLock& operator=(SpoolNameLock&&) = delete;
+  ~SpoolNameLock();
+  const std::string& name() const { return name_; }
+
+ private:
+  friend class Spool;
+  SpoolNameLock(Spool* spool, std::string name) : spool_(spool), name_(std::move(name)) {}
+  Spool* spool_;
+  std::string name_;
+};
+
 class Spool {
  public:
   static absl::StatusOr<std::unique_ptr<Spool>> Open(const SpoolOptions& options);
@@ -50,8 +76,11 @@ class Spool {
   static std::string NameForSopInstanceUid(std::string_view sop_instance_uid);
 
   absl::StatusOr<TempFile> CreateTemp();
+  // Waits until no one else holds `name`, then holds it.
+  SpoolNameLock LockName(const std::string& name);
   // Makes the temp file durable under `name`: fdatasync, rename, fsync of the
-  // directory. After OK the file survives a crash or power loss.
+  // directory. After OK the file survives a crash or power loss. Callers hold
+  // the name's lock, as for Remove.
   absl::StatusOr<CommitResult> Commit(TempFile& file, const std::string& name);
   absl::Status Remove(const std::string& name);
 
@@ -68,11 +97,17 @@ class Spool {
   const SpoolOptions& options() const { return options_; }
 
  private:
+  friend class SpoolNameLock;
   explicit Spool(SpoolOptions options) : options_(std::move(options)) {}
+  void UnlockName(const std::string& name);
+
   SpoolOptions options_;
   std::string objects_dir_;
   std::string tmp_dir_;
   std::array<int, 256> shard_fds_{};
+  std::mutex names_mu_;
+  std::condition_variable names_cv_;
+  std::unordered_set<std::string> locked_names_;
 };
 
 bool IsSpoolName(std::string_view name);

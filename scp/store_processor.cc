@@ -1,6 +1,8 @@
 #include "scp/store_processor.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstring>
 
@@ -23,10 +25,21 @@ DimseOutcome StoreProcessor::Refuse(uint16_t status, const std::string& reason, 
   return DimseOutcome{status, reason, comment};
 }
 
+void StoreProcessor::NoteLegacyUid(const UidCheck& check, const char* attribute,
+                                   const AssociationInfo& association) const {
+  if (check.verdict != UidVerdict::kLegacy) return;
+  metrics_->LegacyUid(attribute, check.quirk).Increment();
+  // The UID itself stays out of the log, like every other identifier of the
+  // data: the attribute and the quirk say what an administrator needs.
+  log::Warn("legacy_uid_accepted",
+            {{"association", association.id}, {"attribute", attribute}, {"quirk", check.quirk}});
+}
+
 std::optional<DimseOutcome> StoreProcessor::Precheck(const StoreRequest& request) const {
   // Checked before anything is written so that a hostile UID never meets
   // the file system, and a full disk costs nothing but draining the socket.
-  if (!IsValidUid(request.sop_class_uid) || !IsValidUid(request.sop_instance_uid)) {
+  if (CheckUid(request.sop_class_uid).verdict == UidVerdict::kRefused ||
+      CheckUid(request.sop_instance_uid).verdict == UidVerdict::kRefused) {
     return DimseOutcome{dimse_status::kCannotUnderstand, "invalid_uid",
                         "Affected SOP Class/Instance UID is not a valid UID"};
   }
@@ -49,19 +62,67 @@ DimseOutcome StoreProcessor::Complete(const StoreRequest& request, const Associa
                   "Instance exceeds the configured size limit",
                   association);
   }
+  // Structure first: the parser below recurses per nested sequence and
+  // allocates per element, so nothing it could not survive may reach it.
+  // The temp file's own descriptor is write-only.
+  absl::StatusOr<StructureReport> structure = absl::InternalError("unset");
+  {
+    const int fd = ::open(file.path().c_str(), O_RDONLY | O_CLOEXEC);
+    structure = fd < 0 ? absl::InternalError(std::string("open: ") + std::strerror(errno))
+                       : CheckDatasetStructure(fd, request.transfer_syntax_uid, limits_);
+    if (fd >= 0) ::close(fd);
+  }
+  if (!structure.ok()) {
+    log::Error("structure_check_failed", {{"association", association.id}, {"error", structure.status().ToString()}});
+    return Refuse(dimse_status::kOutOfResources, "storage_error", "Received data set could not be read back",
+                  association);
+  }
+  if (!structure->ok()) {
+    const StructureProblem p = structure->problem;
+    // Resource bounds are A700 like the size limit; an encoding no parser
+    // should be given is C000.
+    const bool resource = p == StructureProblem::kTooManyElements || p == StructureProblem::kInflatesTooLarge;
+    // Labels shared with the refusals they resemble: an inflated data set over
+    // the size limit is too large, a broken encoding is unparsable.
+    const std::string reason = p == StructureProblem::kInflatesTooLarge ? "too_large"
+                               : p == StructureProblem::kMalformed      ? "unparsable"
+                                                                        : StructureProblemName(p);
+    log::Warn("dataset_structure_refused", {{"association", association.id},
+                                            {"problem", StructureProblemName(p)},
+                                            {"depth", structure->depth},
+                                            {"elements", structure->elements},
+                                            {"detail", structure->detail}});
+    return Refuse(resource ? dimse_status::kOutOfResources : dimse_status::kCannotUnderstand, reason,
+                  std::string("Data set refused: ") + StructureProblemName(p), association);
+  }
   auto record = ReadInstanceRecord(file.path());
   if (!record.ok()) {
     log::Warn("dataset_unparsable", {{"association", association.id}, {"error", record.status().message()}});
     return Refuse(dimse_status::kCannotUnderstand, "unparsable", "Dataset could not be parsed", association);
   }
-  if (record->sop_class_uid != request.sop_class_uid || record->sop_instance_uid != request.sop_instance_uid) {
+  // Compared and stored without their padding; legacy forms are accepted
+  // (scp/uid.h says which and why).
+  const UidCheck sop_class = CheckUid(record->sop_class_uid);
+  const UidCheck sop_instance = CheckUid(record->sop_instance_uid);
+  if (sop_class.value != CheckUid(request.sop_class_uid).value ||
+      sop_instance.value != CheckUid(request.sop_instance_uid).value || sop_instance.value.empty()) {
     return Refuse(dimse_status::kDataSetDoesNotMatchSopClass, "uid_mismatch",
                   "Dataset SOP Class/Instance UID differs from the request", association);
   }
-  if (!IsValidUid(record->study_instance_uid) || !IsValidUid(record->series_instance_uid)) {
+  const UidCheck study = CheckUid(record->study_instance_uid);
+  const UidCheck series = CheckUid(record->series_instance_uid);
+  if (study.verdict == UidVerdict::kRefused || series.verdict == UidVerdict::kRefused) {
     return Refuse(dimse_status::kCannotUnderstand, "invalid_uid",
                   "Study/Series Instance UID missing or not a valid UID", association);
   }
+  NoteLegacyUid(sop_class, "sop_class", association);
+  NoteLegacyUid(sop_instance, "sop_instance", association);
+  NoteLegacyUid(study, "study", association);
+  NoteLegacyUid(series, "series", association);
+  record->sop_class_uid = sop_class.value;
+  record->sop_instance_uid = sop_instance.value;
+  record->study_instance_uid = study.value;
+  record->series_instance_uid = series.value;
   record->transfer_syntax_uid = request.transfer_syntax_uid;
 
   ReceivedInstance instance;
@@ -71,6 +132,11 @@ DimseOutcome StoreProcessor::Complete(const StoreRequest& request, const Associa
   instance.association = association;
   instance.record = std::move(*record);
 
+  // Held until the registry has answered: another association storing the
+  // same instance waits here, so the copy this one may withdraw below is
+  // always its own, and a copy another association registered is never
+  // removed.
+  SpoolNameLock name_lock = spool_->LockName(instance.spool_name);
   auto committed = spool_->Commit(file, instance.spool_name);
   if (!committed.ok()) {
     bool full = committed.status().code() == absl::StatusCode::kResourceExhausted;
@@ -81,10 +147,18 @@ DimseOutcome StoreProcessor::Complete(const StoreRequest& request, const Associa
   absl::Status registered = sink_->Accept(instance);
   if (!registered.ok()) {
     // A fresh file without a row is withdrawn so nothing half-registered
-    // stays behind; a replaced copy keeps serving the row that already exists.
-    if (!committed->replaced) {
+    // stays behind; a replaced copy keeps serving the row that already exists
+    // (or that a database crash lost, which the spool scan puts back). Under
+    // the name lock, "fresh" means no other association's copy is at stake.
+    // A registration in doubt may have left a row, which must not lose its
+    // file; if it did not, the rescan once the database is back registers it.
+    bool in_doubt = RegistrationInDoubt(registered);
+    if (!committed->replaced && !in_doubt) {
       absl::Status removed = spool_->Remove(instance.spool_name);
       if (!removed.ok()) log::Error("spool_remove_failed", {{"error", removed.ToString()}});
+    }
+    if (in_doubt && !committed->replaced) {
+      log::Warn("registration_in_doubt", {{"association", association.id}, {"spool_name", instance.spool_name}});
     }
     log::Error("registry_failed", {{"association", association.id}, {"error", registered.ToString()}});
     if (registered.code() == absl::StatusCode::kUnavailable) {

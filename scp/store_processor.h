@@ -7,9 +7,11 @@
 #include <optional>
 #include <string>
 
+#include "scp/dataset_limits.h"
 #include "scp/instance_sink.h"
 #include "scp/scp_metrics.h"
 #include "scp/spool.h"
+#include "scp/uid.h"
 
 namespace secondread::scp {
 
@@ -43,8 +45,9 @@ struct DimseOutcome {
 
 class StoreProcessor {
  public:
-  StoreProcessor(uint64_t max_instance_bytes, Spool* spool, InstanceSink* sink, ScpMetrics* metrics)
-      : max_instance_bytes_(max_instance_bytes), spool_(spool), sink_(sink), metrics_(metrics) {}
+  StoreProcessor(uint64_t max_instance_bytes, Spool* spool, InstanceSink* sink, ScpMetrics* metrics,
+                 DatasetLimits limits = {})
+      : max_instance_bytes_(max_instance_bytes), spool_(spool), sink_(sink), metrics_(metrics), limits_(limits) {}
 
   uint64_t max_instance_bytes() const { return max_instance_bytes_; }
   Spool* spool() const { return spool_; }
@@ -56,6 +59,9 @@ class StoreProcessor {
   DimseOutcome Complete(const StoreRequest& request, const AssociationInfo& association, TempFile file,
                         const ReceiveStats& stats);
 
+  // Counts and logs a UID accepted in a legacy form.
+  void NoteLegacyUid(const UidCheck& check, const char* attribute, const AssociationInfo& association) const;
+
   // Counts and logs a refusal.
   DimseOutcome Refuse(uint16_t status, const std::string& reason, const std::string& comment,
                       const AssociationInfo& association) const;
@@ -65,6 +71,7 @@ class StoreProcessor {
   Spool* spool_;
   InstanceSink* sink_;
   ScpMetrics* metrics_;
+  DatasetLimits limits_;
 };
 
 }  // namespace secondread::scp

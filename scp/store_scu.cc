@@ -5,16 +5,28 @@
 //    the TCP_NODELAY environment variable says so (dulfsm.cc), which is
 //    process-wide and racy to set at run time. Instead we install a transport
 //    layer whose createConnection() sets TCP_NODELAY on the freshly connected
-//    socket and hands back a plain DcmTCPConnection. DcmSCU only exposes
-//    installing a layer through useSecureConnection(), which also marks the
-//    association "secure"; for a DcmTCPConnection that flag only means DUL calls
-//    clientSideHandshake(), which is a no-op returning success. No TLS is used.
+//    socket. DcmSCU only exposes installing a layer through
+//    useSecureConnection(), which also marks the association "secure"; for a
+//    plain DcmTCPConnection that flag only means DUL calls
+//    clientSideHandshake(), which is a no-op returning success.
+//  - TLS: the layer is then a DcmTLSTransportLayer (client role), one per
+//    association, so that its SSL_CTX carries only this destination's trust.
+//    dcmtls 3.6.7 checks the chain but not the peer's name; our
+//    createConnection() builds the SSL object itself to add SNI and the
+//    name check, then hands it to a stock DcmTLSConnection. OpenSSL reports
+//    only "certificate verify failed"; a verify callback keeps the check
+//    that failed (thread-local: the handshake runs on the calling thread).
 //  - setConnectionTimeout() is a global dcmnet setting (dcmConnectionTimeout).
 //  - Nothing here logs; DCMTK's own logger is configured elsewhere.
 #include "scp/store_scu.h"
 
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -33,6 +45,8 @@
 #include "dcmtk/dcmnet/dcmlayer.h"
 #include "dcmtk/dcmnet/dcmtrans.h"
 #include "dcmtk/dcmnet/scu.h"
+#include "dcmtk/dcmtls/tlslayer.h"
+#include "dcmtk/dcmtls/tlstrans.h"
 
 namespace secondread::scp {
 namespace {
@@ -40,21 +54,131 @@ namespace {
 constexpr Uint32 kMaxPdu = 131072;
 constexpr size_t kMaxPresentationContexts = 128;  // odd IDs 1..255
 
+void SetNoDelay(DcmNativeSocketType socket) {
+  int on = 1;
+  // Best effort: a failure only costs latency, not correctness.
+  (void)setsockopt(socket, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+}
+
 // Creates plain TCP connections with Nagle's algorithm disabled.
 class NoDelayTransportLayer : public DcmTransportLayer {
  public:
   DcmTransportConnection* createConnection(DcmNativeSocketType socket, OFBool /*secure*/) override {
-    int on = 1;
-    // Best effort: a failure only costs latency, not correctness.
-    (void)setsockopt(socket, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+    SetNoDelay(socket);
     return new DcmTCPConnection(socket);
   }
 };
 
+// The first certificate check that failed in this thread's handshake.
+thread_local std::string tls_verify_failure;
+
+extern "C" int RecordVerifyFailure(int ok, X509_STORE_CTX* store) {
+  if (ok == 0 && tls_verify_failure.empty()) {
+    tls_verify_failure = X509_verify_cert_error_string(X509_STORE_CTX_get_error(store));
+  }
+  return ok;
+}
+
+bool IsIpv4Address(const std::string& text) {
+  in_addr addr{};
+  return inet_pton(AF_INET, text.c_str(), &addr) == 1;
+}
+
+// TLS connections to one destination whose certificate must name `peer_name`.
+class TlsTransportLayer : public DcmTLSTransportLayer {
+ public:
+  explicit TlsTransportLayer(std::string peer_name)
+      : DcmTLSTransportLayer(NET_REQUESTOR, nullptr, OFTrue), peer_name_(std::move(peer_name)) {}
+
+  DcmTransportConnection* createConnection(DcmNativeSocketType socket, OFBool secure) override {
+    SetNoDelay(socket);
+    if (!secure) return new DcmTCPConnection(socket);
+    SSL* ssl = SSL_new(getNativeHandle());
+    if (ssl == nullptr) return nullptr;  // DUL closes the socket and reports it
+    bool ok = SSL_set_fd(ssl, static_cast<int>(socket)) == 1;
+    if (IsIpv4Address(peer_name_)) {
+      ok = ok && X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), peer_name_.c_str()) == 1;
+    } else {
+      SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+      ok = ok && SSL_set1_host(ssl, peer_name_.c_str()) == 1 &&
+           SSL_set_tlsext_host_name(ssl, peer_name_.c_str()) == 1;
+    }
+    if (!ok) {
+      SSL_free(ssl);
+      return nullptr;
+    }
+    return new DcmTLSConnection(socket, ssl);
+  }
+
+ private:
+  std::string peer_name_;
+};
+
+// The TLS reasons OpenSSL queued for this thread's last failure, drained:
+// alerts from the peer (such as "tlsv13 alert certificate required", which
+// arrives after the handshake, on the first read) and protocol failures.
+// Other libraries' entries are left out: DCMTK's dump of the peer's
+// certificate leaves ASN.1 noise ("too large" for a 128-bit serial number).
+std::string OpenSslReasons() {
+  std::string out;
+  while (unsigned long e = ERR_get_error()) {
+    if (ERR_GET_LIB(e) != ERR_LIB_SSL) continue;
+    // DCMTK closes a failed handshake with SSL_shutdown, which adds this.
+    if (ERR_GET_REASON(e) == SSL_R_SHUTDOWN_WHILE_IN_INIT) continue;
+    const char* reason = ERR_reason_error_string(e);
+    if (reason == nullptr || out.find(reason) != std::string::npos) continue;
+    if (!out.empty()) out += "; ";
+    out += reason;
+  }
+  return out;
+}
+
+std::string ConditionText(const OFCondition& cond) { return cond.text() != nullptr ? cond.text() : "unknown"; }
+
+absl::StatusOr<std::unique_ptr<TlsTransportLayer>> MakeTlsLayer(const StoreDestination& dest) {
+  const StoreTls& tls = dest.tls;
+  if (tls.ca_file.empty())
+    return absl::InvalidArgumentError("TLS needs the CA certificates that the destination's certificate chains to");
+  if (tls.certificate_file.empty() != tls.private_key_file.empty())
+    return absl::InvalidArgumentError("a TLS client certificate and its private key go together");
+  ERR_clear_error();
+  auto layer = std::make_unique<TlsTransportLayer>(tls.server_name.empty() ? dest.host : tls.server_name);
+  if (!*layer) return absl::InternalError("cannot create a TLS context: " + OpenSslReasons());
+  // The Non-downgrading BCP 195 profile: TLS 1.2 with its four ECDHE/DHE
+  // RSA AES-GCM suites, or TLS 1.3. The floor is also set on the context, so
+  // that no later DCMTK default can lower it.
+  OFCondition cond = layer->setTLSProfile(TSP_Profile_BCP195_ND);
+  if (cond.good()) cond = layer->activateCipherSuites();
+  if (cond.bad()) return absl::InternalError("cannot set the BCP 195 TLS profile: " + ConditionText(cond));
+  SSL_CTX* ctx = layer->getNativeHandle();
+  if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1)
+    return absl::InternalError("cannot require TLS 1.2 or newer");
+  cond = layer->addTrustedCertificateFile(tls.ca_file.c_str(), DCF_Filetype_PEM);
+  if (cond.bad())
+    return absl::InvalidArgumentError("cannot load CA certificates from " + tls.ca_file + ": " + ConditionText(cond));
+  if (!tls.certificate_file.empty()) {
+    cond = layer->setCertificateFile(tls.certificate_file.c_str(), DCF_Filetype_PEM);
+    if (cond.bad())
+      return absl::InvalidArgumentError("cannot load the TLS certificate " + tls.certificate_file + ": " +
+                                        ConditionText(cond));
+    cond = layer->setPrivateKeyFile(tls.private_key_file.c_str(), DCF_Filetype_PEM);
+    if (cond.bad())
+      return absl::InvalidArgumentError("cannot load the TLS private key " + tls.private_key_file + ": " +
+                                        ConditionText(cond));
+    if (!layer->checkPrivateKeyMatchesCertificate())
+      return absl::InvalidArgumentError("the TLS private key " + tls.private_key_file + " is not the key of " +
+                                        tls.certificate_file);
+  }
+  layer->setCertificateVerification(DCV_requireCertificate);
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, RecordVerifyFailure);
+  ERR_clear_error();
+  return layer;
+}
+
 // Exposes the protected pieces of DcmSCU that we need.
 class Scu : public DcmSCU {
  public:
-  OFCondition UseNoDelayLayer(DcmTransportLayer* layer) { return useSecureConnection(layer); }
+  OFCondition UseLayer(DcmTransportLayer* layer) { return useSecureConnection(layer); }
   std::string AcceptedTransferSyntax(T_ASC_PresentationContextID id) {
     OFString abstract_syntax, transfer_syntax;
     findPresentationContext(id, abstract_syntax, transfer_syntax);
@@ -166,7 +290,8 @@ Outcome Classify(Uint16 status) {
 }
 
 absl::StatusOr<std::vector<StoreResult>> SendFilesImpl(const StoreDestination& dest,
-                                                       const std::vector<std::string>& paths) {
+                                                       const std::vector<std::string>& paths,
+                                                       const std::function<bool()>& keep_going) {
   if (!IsValidAeTitle(dest.ae_title)) return absl::InvalidArgumentError("invalid called AE title");
   if (!IsValidAeTitle(dest.calling_ae)) return absl::InvalidArgumentError("invalid calling AE title");
   if (!IsValidHost(dest.host)) return absl::InvalidArgumentError("invalid destination host");
@@ -188,7 +313,29 @@ absl::StatusOr<std::vector<StoreResult>> SendFilesImpl(const StoreDestination& d
 
   const std::string label = dest.name.empty() ? dest.ae_title : dest.name;
 
-  NoDelayTransportLayer layer;  // must outlive scu, which keeps a pointer to it
+  // The layer must outlive scu, which keeps a pointer to it.
+  NoDelayTransportLayer plain_layer;
+  std::unique_ptr<TlsTransportLayer> tls_layer;
+  if (dest.tls.enabled) {
+    auto made = MakeTlsLayer(dest);
+    // A file that cannot be loaded now may be in the middle of being
+    // replaced; start-up has checked it once (CheckTls). Never fall back to
+    // the clear.
+    if (!made.ok())
+      return absl::UnavailableError("TLS setup for " + label + " failed: " + std::string(made.status().message()));
+    tls_layer = *std::move(made);
+  }
+  DcmTransportLayer* layer = tls_layer ? static_cast<DcmTransportLayer*>(tls_layer.get()) : &plain_layer;
+  // What a failed TLS association or transfer was about, for its status.
+  auto tls_detail = [&]() -> std::string {
+    if (!tls_layer) return "";
+    std::string detail;
+    if (!tls_verify_failure.empty()) detail = "the destination's certificate failed the check: " + tls_verify_failure;
+    const std::string reasons = OpenSslReasons();
+    if (!reasons.empty() && detail.find(reasons) == std::string::npos) detail += (detail.empty() ? "" : "; ") + reasons;
+    return detail.empty() ? "" : " (TLS: " + detail + ")";
+  };
+
   Scu scu;
   scu.setAETitle(dest.calling_ae.c_str());
   scu.setPeerAETitle(dest.ae_title.c_str());
@@ -207,18 +354,23 @@ absl::StatusOr<std::vector<StoreResult>> SendFilesImpl(const StoreDestination& d
 
   OFCondition cond = scu.initNetwork();
   if (cond.bad()) return absl::InternalError("C-STORE SCU network setup failed: " + std::string(cond.text()));
-  cond = scu.UseNoDelayLayer(&layer);
+  cond = scu.UseLayer(layer);
   if (cond.bad()) return absl::InternalError("C-STORE SCU transport setup failed: " + std::string(cond.text()));
 
+  tls_verify_failure.clear();
+  ERR_clear_error();
   cond = scu.negotiateAssociation();
   if (cond.bad()) {
     if (cond == NET_EC_NoAcceptablePresentationContexts) {
       if (scu.isConnected()) scu.releaseAssociation();
       return absl::FailedPreconditionError(label + " accepted none of the proposed presentation contexts");
     }
+    const std::string detail = tls_detail();
     if (scu.isConnected()) scu.abortAssociation();
     if (cond == DUL_ASSOCIATIONREJECTED)
       return absl::UnavailableError(label + " rejected the association");
+    if (tls_layer)
+      return absl::UnavailableError("cannot associate with " + label + " over TLS: " + ConditionText(cond) + detail);
     return absl::UnavailableError("cannot associate with " + label + ": " + cond.text());
   }
 
@@ -228,6 +380,10 @@ absl::StatusOr<std::vector<StoreResult>> SendFilesImpl(const StoreDestination& d
   for (size_t i = 0; i < files.size(); ++i) {
     const FileInfo& info = files[i];
     const std::string which = "object " + std::to_string(i + 1) + of_n;
+    if (keep_going && !keep_going()) {
+      scu.releaseAssociation();
+      return absl::AbortedError("sending to " + label + " stopped before " + which);
+    }
     DcmFileFormat file;
     if (absl::Status s = LoadFile(info.path, file); !s.ok()) {
       scu.abortAssociation();
@@ -266,8 +422,9 @@ absl::StatusOr<std::vector<StoreResult>> SendFilesImpl(const StoreDestination& d
       } else if (scu.isConnected()) {
         scu.abortAssociation();
       }
-      if (IsNetworkFailure(cond))
-        return absl::UnavailableError("C-STORE of " + which + " to " + label + " failed: " + cond.text());
+      if (IsNetworkFailure(cond) || cond.module() == OFM_dcmtls)
+        return absl::UnavailableError("C-STORE of " + which + " to " + label + " failed: " + cond.text() +
+                                      tls_detail());
       return absl::FailedPreconditionError("C-STORE of " + which + " to " + label + " failed: " + cond.text());
     }
     switch (Classify(status)) {
@@ -316,10 +473,22 @@ absl::StatusOr<StoreDestination> ParseStoreDestination(const std::string& text) 
   return dest;
 }
 
-absl::StatusOr<std::vector<StoreResult>> SendFiles(const StoreDestination& destination,
-                                                   const std::vector<std::string>& paths) {
+absl::Status CheckTls(const StoreDestination& destination) {
+  if (!destination.tls.enabled) return absl::OkStatus();
   try {
-    return SendFilesImpl(destination, paths);
+    auto layer = MakeTlsLayer(destination);
+    if (!layer.ok()) return absl::InvalidArgumentError(std::string(layer.status().message()));
+    return absl::OkStatus();
+  } catch (const std::exception& e) {
+    return absl::InternalError(std::string("TLS setup failed: ") + e.what());
+  }
+}
+
+absl::StatusOr<std::vector<StoreResult>> SendFiles(const StoreDestination& destination,
+                                                   const std::vector<std::string>& paths,
+                                                   const std::function<bool()>& keep_going) {
+  try {
+    return SendFilesImpl(destination, paths, keep_going);
   } catch (const std::exception& e) {
     return absl::InternalError(std::string("C-STORE SCU failed: ") + e.what());
   } catch (...) {

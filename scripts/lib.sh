@@ -12,9 +12,9 @@ pg_bin() {
   echo "$d"
 }
 
-# Prints a free TCP port on 127.0.0.1.
+# Prints a free TCP port on 127.0.0.1, reserved against every other caller.
 free_port() {
-  $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+  $PY "$REPO_ROOT/scripts/lib/free_port.py"
 }
 
 # Runs a command as the postgres user when we are root (initdb refuses root).

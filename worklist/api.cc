@@ -1,5 +1,9 @@
 #include "worklist/api.h"
 
+#include <arpa/inet.h>
+#include <sys/socket.h>
+
+#include <algorithm>
 #include <cctype>
 #include <charconv>
 #include <chrono>
@@ -31,7 +35,8 @@ constexpr size_t kMaxCommentChars = 2000;
 constexpr int64_t kMaxOffset = 1000000;
 
 constexpr char kPageCsp[] =
-    "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'";
+    "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'; "
+    "base-uri 'none'; form-action 'self'";
 
 enum class Permission { kRead, kReview, kAudit };
 
@@ -161,12 +166,14 @@ bool ExpectedVersion(const json& body, int64_t& out) {
 }
 
 // comment: optional (null = absent), a string of at most 2,000 characters.
+// JSON may carry U+0000, which PostgreSQL text cannot hold (libpq would cut
+// the comment there), so it is refused.
 bool Comment(const json& body, std::string& out) {
   auto it = body.find("comment");
   if (it == body.end() || it->is_null()) return true;
   if (!it->is_string()) return false;
   out = it->get<std::string>();
-  return Utf8Length(out) <= kMaxCommentChars;
+  return Utf8Length(out) <= kMaxCommentChars && out.find('\0') == std::string::npos;
 }
 
 // ---- store results ----------------------------------------------------------
@@ -239,28 +246,54 @@ HttpResponse PageFile(std::string_view name, std::string_view content) {
 
 struct Context {
   ApiOptions options;
-  ReviewStore* store;
-  const ResultFiles* results;
+  ReviewStore* store = nullptr;
+  const ResultFiles* results = nullptr;
   PngRenderer render_png;
   std::function<absl::Status()> readiness;
+  // Anyone can provoke 401s at will; at most ten lines a second each.
+  LogRateLimiter denied_log{10};
 };
 
 using Guarded = std::function<HttpResponse(const HttpRequest&, const Actor&)>;
 
+void LogDenied(Context& ctx, int status, const HttpRequest& req, const std::string& client, const std::string& token) {
+  int64_t suppressed = 0;
+  if (!ctx.denied_log.Allow(std::to_string(status), suppressed)) return;
+  json fields = {{"status", status}, {"peer", client}, {"method", req.method}, {"path", req.path.substr(0, 128)}};
+  if (client != req.remote_addr) fields["proxy"] = req.remote_addr;
+  if (!token.empty()) fields["token"] = token;
+  if (suppressed > 0) fields["suppressed"] = suppressed;
+  log::Warn("api_denied", fields);
+}
+
 // Authenticates and checks the role before the handler sees the request.
 HttpHandler Protect(std::shared_ptr<Context> ctx, Permission permission, Guarded fn) {
   return [ctx, permission, fn = std::move(fn)](const HttpRequest& req) -> HttpResponse {
+    // httplib answers HEAD with the GET handler; a read here moves a study
+    // to in_review and writes audit rows, which a HEAD must not do.
+    if (req.method != "GET" && req.method != "POST") {
+      HttpResponse res = HttpResponse::Error(405, "method_not_allowed");
+      res.headers["Allow"] = "GET, POST";
+      return res;
+    }
+    std::string client = ClientAddress(req, ctx->options.trusted_proxies);
     auto token = Authenticate(ctx->options.tokens, req.Header("authorization"));
-    if (!token) return Unauthenticated();
-    if (!Allowed(token->role, permission)) return HttpResponse::Error(403, "forbidden");
-    Actor actor{token->name, token->role, req.remote_addr};
+    if (!token) {
+      LogDenied(*ctx, 401, req, client, "");
+      return Unauthenticated();
+    }
+    if (!Allowed(token->role, permission)) {
+      LogDenied(*ctx, 403, req, client, token->name);
+      return HttpResponse::Error(403, "forbidden");
+    }
+    Actor actor{token->name, token->role, client};
     return fn(req, actor);
   };
 }
 
 // ---- handlers ---------------------------------------------------------------
 
-HttpResponse ListWorklist(Context& ctx, const HttpRequest& req) {
+HttpResponse ListWorklist(Context& ctx, const HttpRequest& req, const Actor& actor) {
   static const std::set<std::string> kStatuses = {"new", "in_review", "agreed", "disagreed", "dismissed"};
   WorklistFilter filter;
   if (auto status = Param(req, "status")) {
@@ -304,7 +337,7 @@ HttpResponse ListWorklist(Context& ctx, const HttpRequest& req) {
   if (!IntParam(req, "offset", 0, kMaxOffset, 0, offset)) return BadRequest("offset");
   filter.limit = static_cast<int>(limit);
   filter.offset = static_cast<int>(offset);
-  return Answer(ctx.store->List(filter), 200, "list");
+  return Answer(ctx.store->List(filter, actor), 200, "list");
 }
 
 HttpResponse GetStudy(Context& ctx, const HttpRequest& req, const Actor& actor) {
@@ -444,26 +477,129 @@ std::optional<ApiToken> Authenticate(const std::vector<ApiToken>& tokens, const 
   return tokens[match];
 }
 
+absl::StatusOr<AddressRange> ParseAddressRange(const std::string& text) {
+  AddressRange out;
+  std::string addr = text;
+  int prefix = -1;
+  size_t slash = text.find('/');
+  if (slash != std::string::npos) {
+    addr = text.substr(0, slash);
+    auto bits = ParseInt64(std::string_view(text).substr(slash + 1));
+    if (!bits || *bits > 128) return absl::InvalidArgumentError("not an address or network: " + text);
+    prefix = static_cast<int>(*bits);
+  }
+  if (inet_pton(AF_INET, addr.c_str(), out.bytes.data()) == 1) {
+    out.family = AF_INET;
+    if (prefix > 32) return absl::InvalidArgumentError("not an address or network: " + text);
+    out.prefix_bits = prefix < 0 ? 32 : prefix;
+  } else if (inet_pton(AF_INET6, addr.c_str(), out.bytes.data()) == 1) {
+    out.family = AF_INET6;
+    out.prefix_bits = prefix < 0 ? 128 : prefix;
+  } else {
+    return absl::InvalidArgumentError("not an address or network: " + text);
+  }
+  return out;
+}
+
+namespace {
+
+// An address as family and bytes; an IPv4-mapped IPv6 address counts as IPv4.
+std::optional<AddressRange> ParseAddress(std::string_view text) {
+  std::string s(text);
+  AddressRange a;
+  if (inet_pton(AF_INET, s.c_str(), a.bytes.data()) == 1) {
+    a.family = AF_INET;
+    a.prefix_bits = 32;
+    return a;
+  }
+  if (inet_pton(AF_INET6, s.c_str(), a.bytes.data()) == 1) {
+    static const unsigned char kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (std::equal(kMapped, kMapped + 12, a.bytes.begin())) {
+      std::array<unsigned char, 16> v4{};
+      std::copy(a.bytes.begin() + 12, a.bytes.end(), v4.begin());
+      a.bytes = v4;
+      a.family = AF_INET;
+      a.prefix_bits = 32;
+      return a;
+    }
+    a.family = AF_INET6;
+    a.prefix_bits = 128;
+    return a;
+  }
+  return std::nullopt;
+}
+
+bool InRange(const AddressRange& a, const AddressRange& r) {
+  if (a.family != r.family) return false;
+  int bits = r.prefix_bits;
+  for (int i = 0; bits > 0; ++i, bits -= 8) {
+    unsigned char mask = bits >= 8 ? 0xff : static_cast<unsigned char>(0xff << (8 - bits));
+    if ((a.bytes[i] & mask) != (r.bytes[i] & mask)) return false;
+  }
+  return true;
+}
+
+bool Trusted(const AddressRange& a, const std::vector<AddressRange>& trusted) {
+  for (const auto& r : trusted) {
+    if (InRange(a, r)) return true;
+  }
+  return false;
+}
+
+std::string_view Trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+}  // namespace
+
+std::string ClientAddress(const HttpRequest& req, const std::vector<AddressRange>& trusted_proxies) {
+  if (trusted_proxies.empty()) return req.remote_addr;
+  auto peer = ParseAddress(req.remote_addr);
+  if (!peer || !Trusted(*peer, trusted_proxies)) return req.remote_addr;
+  // Each proxy appends the address it received the request from; only the
+  // entries added by trusted proxies can be believed, so walk from the right
+  // and stop at the first address that is not one of them.
+  std::string client = req.remote_addr;
+  const std::string forwarded = req.Header("x-forwarded-for");
+  std::string_view rest = forwarded;
+  while (!rest.empty()) {
+    size_t comma = rest.rfind(',');
+    std::string_view item = Trim(comma == std::string_view::npos ? rest : rest.substr(comma + 1));
+    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(0, comma);
+    auto addr = ParseAddress(item);
+    if (!addr) break;  // not an address: nothing to its left can be believed
+    client = std::string(item);
+    if (!Trusted(*addr, trusted_proxies)) break;
+  }
+  return client;
+}
+
 std::vector<HttpRoute> WorklistRoutes(const ApiOptions& options, ReviewStore* store, const ResultFiles* results,
                                       PngRenderer render_png, std::function<absl::Status()> readiness) {
-  auto ctx = std::make_shared<Context>(
-      Context{options, store, results, std::move(render_png), std::move(readiness)});
+  auto ctx = std::make_shared<Context>();
+  ctx->options = options;
+  ctx->store = store;
+  ctx->results = results;
+  ctx->render_png = std::move(render_png);
+  ctx->readiness = std::move(readiness);
   std::vector<HttpRoute> routes;
 
   // Health, without a token.
   routes.push_back({"GET", "/healthz", [](const HttpRequest&) {
                       return HttpResponse::Json(200, json{{"status", "alive"}});
                     }});
+  // Only the state: this port faces the hospital network, and the reason
+  // names database hosts and errors (the operations port still gives it).
   routes.push_back({"GET", "/readyz", [ctx](const HttpRequest&) {
                       absl::Status st = ctx->readiness ? ctx->readiness() : absl::OkStatus();
-                      json body = {{"status", st.ok() ? "ready" : "not_ready"}};
-                      if (!st.ok()) body["reason"] = std::string(st.message());
-                      return HttpResponse::Json(st.ok() ? 200 : 503, body);
+                      return HttpResponse::Json(st.ok() ? 200 : 503, json{{"status", st.ok() ? "ready" : "not_ready"}});
                     }});
 
   // The API.
-  routes.push_back({"GET", "/api/v1/worklist", Protect(ctx, Permission::kRead, [ctx](const HttpRequest& r, const Actor&) {
-                      return ListWorklist(*ctx, r);
+  routes.push_back({"GET", "/api/v1/worklist", Protect(ctx, Permission::kRead, [ctx](const HttpRequest& r, const Actor& a) {
+                      return ListWorklist(*ctx, r, a);
                     })});
   routes.push_back({"GET", R"(/api/v1/studies/(\d+))",
                     Protect(ctx, Permission::kRead,

@@ -2,8 +2,15 @@
 // images, sends only their pixels and physical facts to the inference tier,
 // stores the findings, writes the SR and Secondary Capture objects, queues
 // their export (clinical mode) and updates the radiologist worklist. All
-// database effects of a read commit in one transaction, and a read that is
-// already done is not redone, so a job re-run after a crash changes nothing.
+// database effects of a read commit in one transaction fenced on the job's
+// claim (read_store.h), and a read that is already done is not redone, so a
+// job re-run after a crash, or a holder that outlived its lease, changes
+// nothing.
+//
+// A read runs in stages, each a function below in dispatcher.cc, with the
+// claim checked between them: load (ReadStore::Start) -> describe the model
+// -> select applicable sources -> decode -> infer -> collect findings ->
+// build objects -> write files -> commit (ReadStore::Commit).
 #pragma once
 
 #include <chrono>
@@ -12,11 +19,13 @@
 #include <vector>
 
 #include "common/status.h"
+#include "scp/pixel_decoder.h"
 #include "scp/spool.h"
 #include "worklist/inference_client.h"
 #include "worklist/job_queue.h"
 #include "worklist/job_runner.h"
 #include "worklist/pipeline_metrics.h"
+#include "worklist/read_store.h"
 #include "worklist/result_files.h"
 
 namespace secondread::worklist {
@@ -28,6 +37,7 @@ struct DispatcherOptions {
   int export_max_attempts = 12;
   std::string software_version;
   std::chrono::milliseconds idle_wait{1000};
+  scp::DecoderLimits decoder;  // the process each compressed image decodes in
 };
 
 class Dispatcher {
@@ -40,9 +50,9 @@ class Dispatcher {
   void Start();
   void Stop();
 
-  // Runs one claimed dispatch job to its end (complete or failed); exposed
-  // for tests.
-  void Process(const Job& job);
+  // Runs one claimed dispatch job to its end (complete or failed) while its
+  // lease is kept alive; exposed for tests.
+  void Process(Lease& lease);
 
  private:
 
@@ -54,6 +64,7 @@ class Dispatcher {
   const scp::Spool* spool_;
   const ResultFiles* results_;
   PipelineMetrics* metrics_;
+  ReadStore store_;
   std::unique_ptr<JobRunner> runner_;
 };
 

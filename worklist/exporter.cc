@@ -20,6 +20,15 @@ constexpr char kLoadObjects[] = R"SQL(
 SELECT file_name FROM result_objects WHERE read_ref = $1 ORDER BY kind DESC, id
 )SQL";
 
+constexpr char kSent[] = R"SQL(
+UPDATE exports SET state = 'sent', sent_at = clock_timestamp(), attempts = attempts + 1, last_error = NULL
+WHERE id = $1 AND state = 'pending'
+)SQL";
+
+constexpr char kFailed[] = R"SQL(
+UPDATE exports SET state = $2, attempts = attempts + 1, last_error = $3 WHERE id = $1 AND state = 'pending'
+)SQL";
+
 }  // namespace
 
 Exporter::Exporter(ExporterOptions options, DatabaseOptions db, PgPool* pool, JobQueue* queue,
@@ -39,7 +48,7 @@ void Exporter::Start() {
   runner.concurrency = options_.concurrency;
   runner.node_id = options_.node_id;
   runner.idle_wait = options_.idle_wait;
-  runner_ = std::make_unique<JobRunner>(runner, db_, queue_, [this](const Job& job) { Process(job); });
+  runner_ = std::make_unique<JobRunner>(runner, db_, queue_, [this](Lease& lease) { Process(lease); });
   runner_->Start();
 }
 
@@ -47,7 +56,12 @@ void Exporter::Stop() {
   if (runner_) runner_->Stop();
 }
 
-void Exporter::Process(const Job& job) {
+void Exporter::DiscardInTx(pqxx::transaction_base& tx, const Job& job, const std::string& reason) {
+  tx.exec_params(kFailed, job.args.value("export_id", int64_t{0}), std::string("dead"), reason);
+}
+
+void Exporter::Process(Lease& lease) {
+  const Job& job = lease.job();
   const int64_t export_id = job.args.value("export_id", int64_t{0});
   int64_t read_id = 0;
   std::string destination, state;
@@ -69,36 +83,37 @@ void Exporter::Process(const Job& job) {
     tx.commit();
   });
 
-  auto record = [&](const std::string& new_state, const std::string& error) {
-    return pool_->Run([&](pqxx::connection_base& c) {
+  auto lost = [&](const char* stage) {
+    log::Warn("export_claim_lost", {{"export_id", export_id}, {"job_id", job.id}, {"attempt", job.attempt},
+                                    {"stage", stage}});
+  };
+  // The outcome and the job's end commit together, under the claim; a
+  // holder whose lease ran out records nothing.
+  auto fail = [&](const absl::Status& failure, bool permanent) {
+    std::string error(failure.message());
+    bool lost_claim = false, discarded = false;
+    (void)pool_->Run([&](pqxx::connection_base& c) {
+      lost_claim = false;
       pqxx::work tx(c);
-      if (new_state == "sent") {
-        tx.exec_params("UPDATE exports SET state = 'sent', sent_at = clock_timestamp(), attempts = attempts + 1, "
-                       "last_error = NULL WHERE id = $1",
-                       export_id);
-      } else {
-        tx.exec_params("UPDATE exports SET state = $2, attempts = attempts + 1, last_error = $3 WHERE id = $1",
-                       export_id, new_state, error);
+      if (!queue_->FailInTx(tx, job, error, permanent, &discarded)) {
+        lost_claim = true;
+        return;
       }
+      tx.exec_params(kFailed, export_id, std::string(discarded ? "dead" : "pending"), error);
       tx.commit();
     });
-  };
-  auto fail = [&](const absl::Status& failure, bool permanent) {
-    const bool last = permanent || job.attempt >= job.max_attempts;
-    std::string error(failure.message());
-    (void)record(last ? "dead" : "pending", error);
-    (void)queue_->Fail(job, error, permanent);
-    if (metrics_) metrics_->Exports(last ? "dead" : "retry").Increment();
-    log::Warn(last ? "export_dead_letter" : "export_retry", {{"export_id", export_id},
-                                                              {"destination", destination},
-                                                              {"attempt", job.attempt},
-                                                              {"error", error}});
+    if (lost_claim) return lost("fail");
+    if (metrics_) metrics_->Exports(discarded ? "dead" : "retry").Increment();
+    log::Warn(discarded ? "export_dead_letter" : "export_retry", {{"export_id", export_id},
+                                                                  {"destination", destination},
+                                                                  {"attempt", job.attempt},
+                                                                  {"error", error}});
   };
 
   if (!st.ok()) return fail(st, false);
   if (!found) return fail(absl::NotFoundError("export " + std::to_string(export_id) + " does not exist"), true);
-  if (state == "sent") {
-    (void)queue_->Complete(job);
+  if (state != "pending") {
+    (void)queue_->Complete(job);  // finished by an earlier attempt whose completion was lost
     return;
   }
   auto dest = options_.destinations.find(destination);
@@ -110,16 +125,31 @@ void Exporter::Process(const Job& job) {
   for (const auto& f : files) paths.push_back(results_->PathFor(f));
 
   const auto t0 = std::chrono::steady_clock::now();
-  auto sent = scp::SendFiles(dest->second, paths);
+  auto sent = scp::SendFiles(dest->second, paths, [&lease] { return !lease.lost(); });
   const double export_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (lease.lost()) return lost("send");
   if (!sent.ok()) {
     const auto code = sent.status().code();
     return fail(sent.status(), code == absl::StatusCode::kFailedPrecondition ||
                                    code == absl::StatusCode::kInvalidArgument);
   }
-  st = record("sent", "");
+  bool lost_claim = false;
+  st = pool_->Run([&](pqxx::connection_base& c) {
+    lost_claim = false;
+    pqxx::work tx(c);
+    if (!JobQueue::HoldInTx(tx, job)) {
+      // A retried commit whose first try went through finds its own attempt
+      // completed.
+      auto r = tx.exec_params("SELECT state::text FROM jobs WHERE id = $1 AND attempt = $2", job.id, job.attempt);
+      lost_claim = r.empty() || r[0][0].as<std::string>() != "completed";
+      return;
+    }
+    tx.exec_params(kSent, export_id);
+    JobQueue::CompleteInTx(tx, job);
+    tx.commit();
+  });
   if (!st.ok()) return fail(st, false);
-  (void)queue_->Complete(job);
+  if (lost_claim) return lost("record");
   if (metrics_) {
     metrics_->Exports("sent").Increment();
     metrics_->Stage("export").Observe(export_s);

@@ -3,7 +3,10 @@
 // backoff, and records the outcome on the export row. Out of attempts, or
 // refused for good by the destination, an export becomes a dead letter
 // (state 'dead'), counted in metrics. The objects' UIDs are deterministic,
-// so a re-send after a crash replaces rather than duplicates them.
+// so a re-send after a crash replaces rather than duplicates them. The lease
+// is kept alive while the PACS takes its time; a holder that lost its claim
+// sends no further object and records nothing, and the export row moves
+// only from pending.
 #pragma once
 
 #include <chrono>
@@ -35,7 +38,11 @@ class Exporter {
 
   void Start();
   void Stop();
-  void Process(const Job& job);
+  void Process(Lease& lease);
+
+  // For the reaper: an export job discarded when its lease expired on the
+  // last attempt leaves its export dead with the reason.
+  static void DiscardInTx(pqxx::transaction_base& tx, const Job& job, const std::string& reason);
 
  private:
 

@@ -42,8 +42,9 @@ absl::Status FromGrpc(const std::string& endpoint, const grpc::Status& s) {
 
 // Failures that say nothing about the request, only about the endpoint or
 // the connection to it, so another endpoint may well succeed. CANCELLED is
-// among them because this client never cancels its own calls: it arrives
-// when a worker shuts down with the call still in flight.
+// among them because this client cancels its own calls only through a
+// CancelToken, which Run checks first: otherwise it arrives when a worker
+// shuts down with the call still in flight.
 bool IsEndpointFailure(grpc::StatusCode code) {
   return code == grpc::StatusCode::UNAVAILABLE || code == grpc::StatusCode::CANCELLED;
 }
@@ -119,7 +120,7 @@ struct InferenceClient::Impl {
   // Runs one unary call with endpoint selection and retry. `call` starts the
   // RPC on the endpoint's stub with the prepared context.
   template <typename Call>
-  absl::Status Run(std::chrono::system_clock::time_point deadline, Call&& call) {
+  absl::Status Run(std::chrono::system_clock::time_point deadline, Call&& call, CancelToken* cancel = nullptr) {
     const uint64_t start = next.fetch_add(1, std::memory_order_relaxed);
     std::vector<bool> tried(endpoints.size(), false);
     const int attempts = std::max(1, options.max_attempts);
@@ -132,8 +133,13 @@ struct InferenceClient::Impl {
       Endpoint* ep = Pick(start, tried);
       grpc::ClientContext ctx;
       ctx.set_deadline(deadline);
+      if (cancel != nullptr && !cancel->Attach(&ctx)) return absl::CancelledError("inference call cancelled");
       ep->calls.fetch_add(1, std::memory_order_relaxed);
       const grpc::Status s = call(*ep, &ctx);
+      if (cancel != nullptr) {
+        cancel->Detach();
+        if (cancel->cancelled()) return absl::CancelledError("inference call cancelled");
+      }
       if (s.ok()) return absl::OkStatus();
       if (!IsRequestError(s.error_code())) ep->failures.fetch_add(1, std::memory_order_relaxed);
       last = FromGrpc(ep->address, s);
@@ -258,7 +264,30 @@ absl::StatusOr<pb::ModelDescription> InferenceClient::Describe(const std::string
   }
 }
 
-absl::StatusOr<pb::InferResponse> InferenceClient::Infer(const pb::InferRequest& request) {
+void CancelToken::Cancel() {
+  std::lock_guard<std::mutex> lock(mu_);
+  cancelled_ = true;
+  if (ctx_ != nullptr) ctx_->TryCancel();
+}
+
+bool CancelToken::cancelled() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return cancelled_;
+}
+
+bool CancelToken::Attach(grpc::ClientContext* ctx) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (cancelled_) return false;
+  ctx_ = ctx;
+  return true;
+}
+
+void CancelToken::Detach() {
+  std::lock_guard<std::mutex> lock(mu_);
+  ctx_ = nullptr;
+}
+
+absl::StatusOr<pb::InferResponse> InferenceClient::Infer(const pb::InferRequest& request, CancelToken* cancel) {
   try {
     const auto deadline = std::chrono::system_clock::now() + impl_->options.call_timeout;
     // The worker drops queued work past this instant even if the transport
@@ -273,7 +302,7 @@ absl::StatusOr<pb::InferResponse> InferenceClient::Infer(const pb::InferRequest&
     RETURN_IF_ERROR(impl_->Run(deadline, [&](Impl::Endpoint& ep, grpc::ClientContext* ctx) {
       response.Clear();
       return ep.inference->Infer(ctx, with_deadline, &response);
-    }));
+    }, cancel));
     return response;
   } catch (const std::exception& e) {
     return absl::InternalError(std::string("inference client: ") + e.what());

@@ -8,13 +8,37 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "common/status.h"
 #include "secondread/inference/v1/inference.pb.h"
 
+namespace grpc {
+class ClientContext;
+}
+
 namespace secondread::worklist {
+
+// Lets another thread abandon a call in flight: a read whose claim was lost
+// stops waiting on the worker instead of finishing work no one will commit.
+class CancelToken {
+ public:
+  void Cancel();
+  bool cancelled() const;
+
+ private:
+  friend class InferenceClient;
+  // Registers the context of the attempt about to start; false when the
+  // token was cancelled already.
+  bool Attach(grpc::ClientContext* ctx);
+  void Detach();
+
+  mutable std::mutex mu_;
+  grpc::ClientContext* ctx_ = nullptr;
+  bool cancelled_ = false;
+};
 
 struct InferenceClientOptions {
   std::vector<std::string> endpoints;  // host:port
@@ -46,7 +70,9 @@ class InferenceClient {
   // The call's deadline is now + call_timeout (the request's own deadline
   // field is set to the same instant). gRPC status codes map one to one onto
   // absl codes.
-  absl::StatusOr<inference::v1::InferResponse> Infer(const inference::v1::InferRequest& request);
+  // A cancelled token ends the call with CANCELLED.
+  absl::StatusOr<inference::v1::InferResponse> Infer(const inference::v1::InferRequest& request,
+                                                    CancelToken* cancel = nullptr);
 
   std::vector<EndpointState> Endpoints() const;
 

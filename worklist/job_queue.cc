@@ -91,6 +91,16 @@ UPDATE jobs SET
   lease_expires_at = NULL,
   errors = errors || jsonb_build_array(jsonb_build_object('attempt', attempt, 'at', now(), 'error', 'lease expired'))
 WHERE id = ANY (ARRAY(SELECT id FROM expired))
+RETURNING id, queue, priority, args::text, attempt, max_attempts, COALESCE(claimed_by, ''), state::text
+)SQL";
+
+constexpr char kHold[] = R"SQL(
+SELECT 1 FROM jobs WHERE id = $1 AND attempt = $2 AND state = 'running' FOR UPDATE
+)SQL";
+
+constexpr char kCompleteRunning[] = R"SQL(
+UPDATE jobs SET state = 'completed', finalized_at = now(), lease_expires_at = NULL
+WHERE id = $1 AND attempt = $2 AND state = 'running'
 )SQL";
 
 constexpr char kCounts[] = R"SQL(
@@ -250,11 +260,43 @@ absl::Status JobQueue::Heartbeat(const Job& job) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<int64_t> JobQueue::ReapExpired() {
+bool JobQueue::HoldInTx(pqxx::transaction_base& tx, const Job& job) {
+  return !tx.exec_params(kHold, job.id, job.attempt).empty();
+}
+
+bool JobQueue::CompleteInTx(pqxx::transaction_base& tx, const Job& job) {
+  return tx.exec_params(kCompleteRunning, job.id, job.attempt).affected_rows() == 1;
+}
+
+bool JobQueue::FailInTx(pqxx::transaction_base& tx, const Job& job, const std::string& error, bool permanent,
+                        bool* discarded) const {
+  auto r = tx.exec_params(kFail, job.id, job.attempt, SanitizeError(error), permanent,
+                          Millis(Backoff(options_, job.attempt)));
+  if (r.empty()) return false;
+  if (discarded) *discarded = r[0][0].as<std::string>() == "discarded";
+  return true;
+}
+
+absl::StatusOr<int64_t> JobQueue::ReapExpired(const DiscardHook& on_discard) {
   int64_t reaped = 0;
   RETURN_IF_ERROR(pool_->Run([&](pqxx::connection_base& c) {
-    pqxx::nontransaction tx(c);
-    reaped = ExecPrepared(tx, "jq_reap", kReap).affected_rows();
+    pqxx::work tx(c);
+    auto rows = ExecPrepared(tx, "jq_reap", kReap);
+    reaped = static_cast<int64_t>(rows.size());
+    for (const auto& row : rows) {
+      if (!on_discard || row[7].as<std::string>() != "discarded") continue;
+      Job j;
+      j.id = row[0].as<int64_t>();
+      j.queue = row[1].as<std::string>();
+      j.priority = row[2].as<int>();
+      j.args = nlohmann::json::parse(row[3].as<std::string>());
+      j.attempt = row[4].as<int>();
+      j.max_attempts = row[5].as<int>();
+      j.claimed_by = row[6].as<std::string>();
+      on_discard(tx, j, "lease expired on attempt " + std::to_string(j.attempt) + " of " +
+                            std::to_string(j.max_attempts));
+    }
+    tx.commit();
   }));
   return reaped;
 }

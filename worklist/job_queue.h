@@ -4,11 +4,13 @@
 // exponential backoff and a dead letter (state 'discarded'), and
 // LISTEN/NOTIFY wake-ups. Claim, commit, then work outside the transaction:
 // SKIP LOCKED prevents double claims, not double effects, so every job's
-// effect must be idempotent.
+// effect must be idempotent, and written under the claim (HoldInTx) so that
+// a holder whose lease ran out cannot add its own.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -92,9 +94,27 @@ class JobQueue {
   // Extends the lease of a long-running job.
   absl::Status Heartbeat(const Job& job);
 
+  // The same fences inside a caller's transaction, so that a job's effects
+  // and its end commit together or not at all. HoldInTx locks the job row
+  // and says whether it is still running under this claim; the reaper skips
+  // a locked row, so the claim cannot be lost until tx ends. CompleteInTx and
+  // FailInTx return false (and change nothing) when the claim is lost;
+  // FailInTx sets *discarded when the job will not run again.
+  static bool HoldInTx(pqxx::transaction_base& tx, const Job& job);
+  static bool CompleteInTx(pqxx::transaction_base& tx, const Job& job);
+  bool FailInTx(pqxx::transaction_base& tx, const Job& job, const std::string& error, bool permanent,
+                bool* discarded) const;
+
+  // Called in the reaper's transaction for each job it discards (a lease
+  // that expired on the last attempt), so the work the job stood for can be
+  // marked failed with it.
+  using DiscardHook = std::function<void(pqxx::transaction_base& tx, const Job& job, const std::string& reason)>;
+
   // Running jobs whose lease has expired become retryable (or discarded when
   // out of attempts). Returns how many were reaped.
-  absl::StatusOr<int64_t> ReapExpired();
+  absl::StatusOr<int64_t> ReapExpired(const DiscardHook& on_discard = nullptr);
+
+  const QueueOptions& options() const { return options_; }
 
   absl::StatusOr<std::vector<QueueCounts>> Counts();
 

@@ -68,7 +68,10 @@ void Pipeline::Maintain() {
   std::unique_lock<std::mutex> lock(mu_);
   while (!stop_) {
     lock.unlock();
-    auto reaped = queue_->ReapExpired();
+    auto reaped = queue_->ReapExpired([](pqxx::transaction_base& tx, const Job& job, const std::string& reason) {
+      if (job.queue == kDispatchQueue) ReadStore::DiscardInTx(tx, job, reason);
+      if (job.queue == kExportQueue) Exporter::DiscardInTx(tx, job, reason);
+    });
     if (reaped.ok() && *reaped > 0) log::Warn("jobs_reaped", {{"jobs", *reaped}});
     if (auto counts = queue_->Counts(); counts.ok()) {
       for (const char* q : {kDispatchQueue, kExportQueue}) {

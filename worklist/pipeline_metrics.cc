@@ -1,5 +1,7 @@
 #include "worklist/pipeline_metrics.h"
 
+#include "scp/pixel_decoder.h"
+
 namespace secondread::worklist {
 
 PipelineMetrics::PipelineMetrics(metrics::MetricsRegistry& r)
@@ -20,10 +22,14 @@ PipelineMetrics::PipelineMetrics(metrics::MetricsRegistry& r)
       dead_letters(r.GaugeFamily("secondread_export_dead_letters",
                                  "Exports that ran out of attempts or were refused for good").Add({})),
       endpoint_family(r.GaugeFamily("secondread_inference_endpoint_up",
-                                    "1 when an inference endpoint passes its health check")) {
+                                    "1 when an inference endpoint passes its health check")),
+      skipped_family(r.CounterFamily("secondread_pipeline_images_skipped_total",
+                                     "Images a routing rule matched but left out of a read (burned-in text, or pixel data that did not decode), by reason")) {
   for (const char* result : {"done", "failed", "not_applicable"}) Reads(result);
   for (const char* stage : {"completeness_wait", "queue", "decode", "inference", "results", "export"}) Stage(stage);
   for (const char* result : {"sent", "retry", "dead"}) Exports(result);
+  for (const char* reason : {"burned_in_annotation", "burned_in_annotation_unknown"}) ImagesSkipped(reason);
+  for (const char* reason : scp::kDecodeFailureReasons) ImagesSkipped(reason);
 }
 
 }  // namespace secondread::worklist

@@ -21,6 +21,8 @@ struct PipelineMetrics {
   metrics::Gauge& Jobs(const std::string& queue, const std::string& state) {
     return jobs_family.Add({{"queue", queue}, {"state", state}});
   }
+  // reason: burned_in_annotation | burned_in_annotation_unknown
+  metrics::Counter& ImagesSkipped(const std::string& reason) { return skipped_family.Add({{"reason", reason}}); }
   metrics::Gauge& EndpointUp(const std::string& endpoint) { return endpoint_family.Add({{"endpoint", endpoint}}); }
 
   prometheus::Family<metrics::Counter>& reads_family;
@@ -32,6 +34,7 @@ struct PipelineMetrics {
   prometheus::Family<metrics::Gauge>& jobs_family;
   metrics::Gauge& dead_letters;
   prometheus::Family<metrics::Gauge>& endpoint_family;
+  prometheus::Family<metrics::Counter>& skipped_family;
 };
 
 }  // namespace secondread::worklist

@@ -46,10 +46,12 @@ se AS (
   RETURNING id)
 INSERT INTO instances (sop_instance_uid, sop_class_uid, series_ref, association_ref, transfer_syntax_uid,
                        instance_number, image_type, photometric_interpretation, rows, columns, number_of_frames,
-                       bits_allocated, bits_stored, samples_per_pixel, pixel_representation, spool_name, size_bytes)
+                       bits_allocated, bits_stored, samples_per_pixel, pixel_representation, spool_name, size_bytes,
+                       burned_in_annotation, orientation, slice_thickness_mm)
 SELECT $24, $25, se.id, a.id, $26, NULLIF($27::integer, -1), $28, $29, NULLIF($30::integer, -1),
        NULLIF($31::integer, -1), NULLIF($32::integer, -1), NULLIF($33::integer, -1), NULLIF($34::integer, -1),
-       NULLIF($35::integer, -1), NULLIF($36::integer, -1), $37, $38
+       NULLIF($35::integer, -1), NULLIF($36::integer, -1), $37, $38, NULLIF(left($39, 16), ''),
+       NULLIF($40, ''), NULLIF($41::float8, -1)
 FROM se, a
 ON CONFLICT ON CONSTRAINT instances_uid_key
   DO UPDATE SET sop_class_uid = EXCLUDED.sop_class_uid, series_ref = EXCLUDED.series_ref,
@@ -60,7 +62,9 @@ ON CONFLICT ON CONSTRAINT instances_uid_key
                 bits_allocated = EXCLUDED.bits_allocated, bits_stored = EXCLUDED.bits_stored,
                 samples_per_pixel = EXCLUDED.samples_per_pixel,
                 pixel_representation = EXCLUDED.pixel_representation, spool_name = EXCLUDED.spool_name,
-                size_bytes = EXCLUDED.size_bytes, received_at = now(),
+                size_bytes = EXCLUDED.size_bytes, burned_in_annotation = EXCLUDED.burned_in_annotation,
+                orientation = EXCLUDED.orientation, slice_thickness_mm = EXCLUDED.slice_thickness_mm,
+                received_at = now(),
                 receive_count = instances.receive_count + 1
 RETURNING id
 )SQL";
@@ -104,7 +108,8 @@ absl::Status PgRegistry::Accept(const scp::ReceivedInstance& in) {
                      I32(r.series_number), r.sop_instance_uid, r.sop_class_uid, r.transfer_syntax_uid,
                      I32(r.instance_number), r.image_type, r.photometric_interpretation, I32(r.rows), I32(r.columns),
                      I32(r.number_of_frames), I32(r.bits_allocated), I32(r.bits_stored), I32(r.samples_per_pixel),
-                     I32(r.pixel_representation), in.spool_name, static_cast<int64_t>(in.size_bytes));
+                     I32(r.pixel_representation), in.spool_name, static_cast<int64_t>(in.size_bytes),
+                     r.burned_in_annotation, r.orientation, r.slice_thickness_mm);
   });
 }
 

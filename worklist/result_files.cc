@@ -30,8 +30,10 @@ absl::StatusOr<ResultFiles> ResultFiles::Open(const std::string& spool_dir) {
 
 std::string ResultFiles::PathFor(const std::string& file_name) const { return dir_ + "/" + file_name + ".dcm"; }
 
-absl::StatusOr<std::string> ResultFiles::Write(const std::string& sop_instance_uid, const std::string& bytes) const {
-  std::string name = Sha256Hex(sop_instance_uid);
+void ResultFiles::Remove(const std::string& file_name) const { ::unlink(PathFor(file_name).c_str()); }
+
+absl::StatusOr<std::string> ResultFiles::Write(const std::string& key, const std::string& bytes) const {
+  std::string name = Sha256Hex(key);
   std::random_device rd;
   std::string tmp = dir_ + "/." + name + "." + std::to_string(rd()) + ".part";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);

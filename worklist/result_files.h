@@ -1,5 +1,5 @@
 // Durable files for the DICOM objects the node creates: <spool>/results/
-// <sha256 of the SOP Instance UID>.dcm, written to a temporary file,
+// <sha256 of the object's UID and the attempt that wrote it>.dcm, written to a temporary file,
 // fdatasync'ed, renamed and the directory fsync'ed, so a result the database
 // points at always exists whole.
 #pragma once
@@ -15,9 +15,13 @@ class ResultFiles {
   // Creates <spool_dir>/results when missing.
   static absl::StatusOr<ResultFiles> Open(const std::string& spool_dir);
 
-  // Returns the file name (64 hex characters) derived from the UID.
-  absl::StatusOr<std::string> Write(const std::string& sop_instance_uid, const std::string& bytes) const;
+  // Returns the file name: 64 hex characters, the SHA-256 of key. The key
+  // names the object and the attempt that wrote it, so two holders of one
+  // job never write the same file.
+  absl::StatusOr<std::string> Write(const std::string& key, const std::string& bytes) const;
   std::string PathFor(const std::string& file_name) const;
+  // Best effort: a file nothing refers to (a commit that did not happen).
+  void Remove(const std::string& file_name) const;
 
  private:
   explicit ResultFiles(std::string dir) : dir_(std::move(dir)) {}

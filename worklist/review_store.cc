@@ -82,7 +82,8 @@ WHERE we.study_ref = $1
 constexpr char kStudyReads[] = R"SQL(
 SELECT r.id, r.model_name, COALESCE(r.served_version, r.model_version), r.mode, r.state, r.flagged,
        to_char(r.triggered_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
-       to_char(r.done_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+       to_char(r.done_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), r.input,
+       (SELECT se.series_instance_uid FROM series se WHERE se.id = r.series_ref)
 FROM reads r
 WHERE r.study_ref = $1
 ORDER BY (r.mode = 'clinical') DESC, r.id
@@ -109,6 +110,15 @@ SELECT e.read_ref, e.destination, e.state, e.attempts,
 FROM exports e JOIN reads r ON r.id = e.read_ref
 WHERE r.study_ref = $1
 ORDER BY e.read_ref, e.destination
+)SQL";
+
+// Images a read left out (burned-in text, pixel data that did not decode),
+// so the radiologist sees that the AI did not look at them.
+constexpr char kStudySkipped[] = R"SQL(
+SELECT s.read_ref, s.instance_ref, s.reason
+FROM read_skipped_instances s JOIN reads r ON r.id = s.read_ref
+WHERE r.study_ref = $1
+ORDER BY s.read_ref, s.instance_ref
 )SQL";
 
 constexpr char kStudyReviews[] = R"SQL(
@@ -207,6 +217,16 @@ ORDER BY at DESC, id DESC
 LIMIT $2::int OFFSET $3::int
 )SQL";
 
+// What the login could do to audit_log beyond INSERT and SELECT.
+constexpr char kAuditPowers[] = R"SQL(
+SELECT r.rolsuper, r.rolcreaterole, pg_has_role(session_user, c.relowner, 'USAGE'),
+       pg_has_role(session_user, n.nspowner, 'USAGE'),
+       has_table_privilege(session_user, c.oid, 'UPDATE'), has_table_privilege(session_user, c.oid, 'DELETE'),
+       has_table_privilege(session_user, c.oid, 'TRUNCATE'), has_table_privilege(session_user, c.oid, 'TRIGGER')
+FROM pg_roles r, pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE r.rolname = session_user AND c.oid = 'audit_log'::regclass
+)SQL";
+
 constexpr char kDisclaimer[] = "AI result for radiologist review. Not a diagnosis.";
 
 // The page statement with the shared filter clause spliced in (constant
@@ -303,7 +323,7 @@ struct Decision {
 
 ReviewStore::ReviewStore(PgPool* pool) : pool_(pool) {}
 
-absl::StatusOr<json> ReviewStore::List(const WorklistFilter& filter) {
+absl::StatusOr<json> ReviewStore::List(const WorklistFilter& filter, const Actor& actor) {
   if (filter.limit < 1 || filter.limit > 200) return absl::InvalidArgumentError("limit must be 1-200");
   if (filter.offset < 0) return absl::InvalidArgumentError("offset must be 0 or more");
   std::string statuses = filter.statuses.empty() ? std::string() : TextArray(filter.statuses);
@@ -311,7 +331,8 @@ absl::StatusOr<json> ReviewStore::List(const WorklistFilter& filter) {
   json out{{"items", json::array()}, {"total", 0}, {"limit", filter.limit}, {"offset", filter.offset}};
   absl::Status st = pool_->Run([&](pqxx::connection_base& c) {
     out["items"] = json::array();
-    pqxx::transaction<pqxx::repeatable_read, pqxx::read_only> tx(c);
+    // Read-write: the audit row of what was shown commits with the read.
+    pqxx::transaction<pqxx::repeatable_read> tx(c);
     auto total = tx.exec_params(ListCountSql(), OrNull(statuses), OrNull(filter.modality), OrNull(filter.model),
                                 OrNull(flagged), OrNull(filter.from), OrNull(filter.to));
     out["total"] = total[0][0].as<int64_t>();
@@ -337,6 +358,16 @@ absl::StatusOr<json> ReviewStore::List(const WorklistFilter& filter) {
                                   {"study_description", r[16].as<std::string>()},
                                   {"version", r[17].as<int64_t>()}});
     }
+    json filter_used{{"limit", filter.limit}, {"offset", filter.offset}};
+    if (!filter.statuses.empty()) filter_used["status"] = filter.statuses;
+    if (!filter.modality.empty()) filter_used["modality"] = filter.modality;
+    if (!filter.model.empty()) filter_used["model"] = filter.model;
+    if (filter.flagged) filter_used["flagged"] = *filter.flagged;
+    if (!filter.from.empty()) filter_used["from"] = filter.from;
+    if (!filter.to.empty()) filter_used["to"] = filter.to;
+    json shown = json::array();
+    for (const auto& item : out["items"]) shown.push_back(item["study_id"]);
+    InsertAudit(tx, actor, "view_worklist", std::nullopt, json{{"filter", filter_used}, {"study_ids", shown}});
     tx.commit();
   });
   if (!st.ok()) return st;
@@ -395,9 +426,12 @@ absl::StatusOr<json> ReviewStore::Study(int64_t study_id, const Actor& actor) {
                                   {"flagged", Bool(rr[5])},
                                   {"triggered_at", Text(rr[6])},
                                   {"done_at", Text(rr[7])},
+                                  {"input", rr[8].as<std::string>()},
+                                  {"series_instance_uid", Text(rr[9])},
                                   {"findings", json::array()},
                                   {"results", json::array()},
-                                  {"exports", json::array()}});
+                                  {"exports", json::array()},
+                                  {"skipped_images", json::array()}});
     }
     auto read_json = [&](const pqxx::field& f) -> json* {
       auto it = read_index.find(f.as<int64_t>());
@@ -442,6 +476,12 @@ absl::StatusOr<json> ReviewStore::Study(int64_t study_id, const Actor& actor) {
                                       {"attempts", ex[3].as<int64_t>()},
                                       {"sent_at", Text(ex[4])},
                                       {"last_error", Text(ex[5])}});
+    }
+    for (const auto& sk : tx.exec_params(kStudySkipped, study_id)) {
+      json* rd = read_json(sk[0]);
+      if (!rd) continue;
+      (*rd)["skipped_images"].push_back(
+          json{{"instance_id", sk[1].as<int64_t>()}, {"reason", sk[2].as<std::string>()}});
     }
     for (const auto& rv : tx.exec_params(kStudyReviews, study_id, 1000)) out["reviews"].push_back(ReviewJson(rv));
     tx.commit();
@@ -621,6 +661,28 @@ absl::Status ReviewStore::Audit(const Actor& actor, const std::string& action, s
     InsertAudit(tx, actor, action, study_id, detail);
     tx.commit();
   });
+}
+
+absl::Status ReviewStore::AuditLogProtection() {
+  std::vector<std::string> powers;
+  absl::Status st = pool_->Run([&](pqxx::connection_base& c) {
+    powers.clear();
+    pqxx::read_transaction tx(c);
+    auto r = tx.exec(kAuditPowers);
+    tx.commit();
+    if (r.empty()) return;
+    // A schema's owner may drop any table in it, triggers and all.
+    static const char* kNames[] = {"superuser", "create_roles", "owner",   "schema_owner",
+                                   "update",    "delete",       "truncate", "trigger"};
+    for (int i = 0; i < 8; ++i) {
+      if (r[0][i].as<bool>()) powers.push_back(kNames[i]);
+    }
+  });
+  if (!st.ok()) return st;
+  if (powers.empty()) return absl::OkStatus();
+  std::string list;
+  for (const auto& p : powers) list += (list.empty() ? "" : ",") + p;
+  return absl::FailedPreconditionError(list);
 }
 
 absl::StatusOr<json> ReviewStore::AuditLog(int limit, int offset, std::optional<int64_t> study_id,

@@ -50,8 +50,10 @@ class ReviewStore {
  public:
   explicit ReviewStore(PgPool* pool);
 
-  // {"items": [...], "total": N, "limit": L, "offset": O}
-  absl::StatusOr<nlohmann::json> List(const WorklistFilter& filter);
+  // {"items": [...], "total": N, "limit": L, "offset": O}. The page shows
+  // patient names and IDs, so it writes a view_worklist audit row (the filter
+  // and the study ids shown) in the same transaction.
+  absl::StatusOr<nlohmann::json> List(const WorklistFilter& filter, const Actor& actor);
 
   // The study's detail; NOT_FOUND when the study has no worklist entry. A
   // radiologist's view moves a 'new' entry to 'in_review' (version + 1).
@@ -74,6 +76,12 @@ class ReviewStore {
   // Appends one audit row.
   absl::Status Audit(const Actor& actor, const std::string& action, std::optional<int64_t> study_id,
                      const nlohmann::json& detail);
+  // OK when this login can only add to and read the audit log; otherwise
+  // FAILED_PRECONDITION naming what it could do instead (own the table or
+  // its schema or act for their owners, update, delete, truncate, manage
+  // triggers, be a superuser or create roles). See migration 0005.
+  absl::Status AuditLogProtection();
+
   // Newest first; writes a view_audit row.
   absl::StatusOr<nlohmann::json> AuditLog(int limit, int offset, std::optional<int64_t> study_id, const Actor& actor);
 

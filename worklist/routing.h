@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,41 @@ struct Completeness {
   LatePolicy late = LatePolicy::kIgnore;
 };
 
+// Whether images that may show text burned into their pixels (a patient name
+// on an ultrasound frame, a screen capture) go to the models. The inference
+// tier is promised no patient data, and burned-in text is patient data that
+// de-identifying the tensor cannot remove.
+enum class BurnedInText {
+  kExclude,  // left out of the read, and the read records why (the default)
+  kAllow,    // the rule's models may see them, e.g. workers inside the node's own trust zone
+};
+
+// What a rule's models read: single images (today's 2D path) or a series
+// assembled into a volume.
+enum class ReadInput { kImage, kVolume };
+
+// Series facts a volume rule asks for; unset keys match anything. Checked
+// once the study is complete, over the rule's matching instances of each
+// series.
+struct SeriesCriteria {
+  int64_t min_slices = 0;  // a volume rule needs 2 or more
+  int64_t max_slices = 0;  // 0: no bound
+  // Slice Thickness (0018,0050) of every image within [lo, hi] mm.
+  std::optional<double> slice_thickness_lo_mm;
+  std::optional<double> slice_thickness_hi_mm;
+  // axial, coronal, sagittal: every image has one of these.
+  std::vector<std::string> orientations;
+  // Every value must appear in every image's Image Type.
+  std::vector<std::string> image_types;
+  // true: every object is multi-frame; false: none is.
+  std::optional<bool> multiframe;
+
+  bool Empty() const {
+    return min_slices == 0 && max_slices == 0 && !slice_thickness_lo_mm && !slice_thickness_hi_mm &&
+           orientations.empty() && image_types.empty() && !multiframe;
+  }
+};
+
 struct ModelRef {
   std::string name;
   int64_t version = 0;  // 0: the latest ready version
@@ -63,9 +99,13 @@ struct RoutingRule {
   int64_t min_images = 1;
   int64_t max_images = 0;  // 0: no bound
 
+  ReadInput input = ReadInput::kImage;
+  SeriesCriteria series;  // only for input kVolume
+
   std::vector<ModelRef> models;
   int priority = 1;  // 0 STAT, 1 routine
   ReadMode mode = ReadMode::kClinical;
+  BurnedInText burned_in_text = BurnedInText::kExclude;
   Completeness completeness;
 };
 
@@ -78,15 +118,73 @@ struct InstanceFacts {
   std::string calling_ae;
   std::string called_ae;
   std::string series_description;
+  // Burned In Annotation (0028,0301) as received; empty when absent.
+  std::string burned_in_annotation;
+};
+
+// What the tracker gathers of one series' matching instances in a complete
+// study, for a volume rule.
+struct SeriesFacts {
+  int64_t series_id = 0;  // the registry's row; 0 in tests
+  std::string series_instance_uid;
+  int64_t instances = 0;
+  // The images the volume has: one per single-frame object, Number of Frames
+  // per multi-frame object.
+  int64_t slices = 0;
+  int64_t multiframe_instances = 0;  // objects with Number of Frames above 1
+  // Distinct orientation labels of the instances (OrientationLabel in
+  // scp/dataset_reader.h): axial, coronal, sagittal, oblique, or "" unknown.
+  std::vector<std::string> orientations;
+  // Thinnest and thickest Slice Thickness; unset when any image lacks one.
+  std::optional<double> min_thickness_mm;
+  std::optional<double> max_thickness_mm;
+  // Image Type of every instance as received (backslash-separated values).
+  std::vector<std::string> image_types;
+};
+
+// The per-series result of a volume rule: one read of the series by each
+// model. Recorded as a `reads` row with input 'volume' and the series, state
+// queued, and not queued for dispatch: the 2D dispatcher never takes it. The
+// volume dispatcher will claim it from kVolumeQueue.
+inline constexpr char kVolumeQueue[] = "volume";
+struct VolumeReadRequest {
+  std::string rule;
+  int64_t series_id = 0;
+  std::string series_instance_uid;
+  ModelRef model;
+  int priority = 1;
+  ReadMode mode = ReadMode::kClinical;
+  std::string queue = kVolumeQueue;
 };
 
 // Compiles the pattern; INVALID_ARGUMENT names the rule and the problem.
 absl::Status CompileRule(RoutingRule& rule);
-// Checks names are unique and each rule has models; compiles every pattern.
+// Checks names are unique and each rule has models, that series criteria
+// come only with input volume and a volume rule's are consistent (at least 2
+// slices, non-empty ranges, known orientations, not triggered per instance);
+// compiles every pattern.
 absl::Status ValidateRules(std::vector<RoutingRule>& rules);
 
 bool MatchesInstance(const RoutingRule& rule, const InstanceFacts& facts);
 bool MatchesImageCount(const RoutingRule& rule, int64_t images);
+// The series criteria of a volume rule against one series' facts.
+bool MatchesSeries(const RoutingRule& rule, const SeriesFacts& series);
+// The volume reads a complete study gets under a volume rule: one per
+// matching series and model, in the order given. Empty for an image rule.
+std::vector<VolumeReadRequest> PlanVolumeReads(const RoutingRule& rule, const std::vector<SeriesFacts>& series);
+
+// Why a matching image is left out of the rule's reads, or "" when it may be
+// read: "burned_in_annotation" when the image says YES;
+// "burned_in_annotation_unknown" when it does not say and it is of a kind
+// that usually carries burned-in text (see UsuallyCarriesBurnedInText).
+// Nothing is left out when the rule allows burned-in text.
+std::string BurnedInTextSkipReason(const RoutingRule& rule, const InstanceFacts& facts);
+
+// Ultrasound, endoscopy and other photographic or video modalities, X-ray
+// angiography and fluoroscopy, secondary captures and documents write
+// patient details into their pixels more often than not, and many never
+// fill Burned In Annotation: silence from them is not taken as a NO.
+bool UsuallyCarriesBurnedInText(const std::string& modality, const std::string& sop_class_uid);
 
 // The completeness decision for a collecting study.
 struct CandidateProgress {
@@ -106,5 +204,6 @@ Due ComputeDue(const Completeness& completeness, const CandidateProgress& progre
 
 const char* TriggerName(Trigger trigger);
 const char* ModeName(ReadMode mode);
+const char* InputName(ReadInput input);
 
 }  // namespace secondread::worklist

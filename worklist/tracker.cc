@@ -6,6 +6,7 @@
 #include <set>
 
 #include "common/log.h"
+#include "nlohmann/json.hpp"
 #include "worklist/job_queue.h"
 #include "worklist/pg_listener.h"
 
@@ -22,7 +23,8 @@ SELECT it.id, it.kind, COALESCE(it.association_ref, 0),
        COALESCE(i.id, 0), COALESCE(i.sop_class_uid, ''), COALESCE(i.image_type, ''),
        COALESCE(se.modality, ''), COALESCE(se.body_part_examined, ''), COALESCE(se.series_description, ''),
        COALESCE(a.calling_ae, ''), COALESCE(a.called_ae, ''), COALESCE(st.id, 0),
-       COALESCE(st.expected_instances, -1), COALESCE(extract(epoch FROM it.created_at)::float8, 0)
+       COALESCE(st.expected_instances, -1), COALESCE(extract(epoch FROM it.created_at)::float8, 0),
+       COALESCE(i.burned_in_annotation, '')
 FROM intake it
 LEFT JOIN instances i ON i.id = it.instance_ref
 LEFT JOIN series se ON se.id = i.series_ref
@@ -45,7 +47,8 @@ FROM study_candidates WHERE study_ref = $1 AND rule_name = $2 FOR UPDATE
 )SQL";
 
 constexpr char kAddCandidateInstance[] = R"SQL(
-INSERT INTO candidate_instances (candidate_ref, instance_ref, generation) VALUES ($1, $2, $3)
+INSERT INTO candidate_instances (candidate_ref, instance_ref, generation, skip_reason)
+VALUES ($1, $2, $3, NULLIF($4, ''))
 ON CONFLICT DO NOTHING
 )SQL";
 
@@ -113,12 +116,60 @@ RETURNING id
 
 constexpr char kReadInstancesFromCandidate[] = R"SQL(
 INSERT INTO read_instances (read_ref, instance_ref)
-SELECT $1, instance_ref FROM candidate_instances WHERE candidate_ref = $2
+SELECT $1, instance_ref FROM candidate_instances WHERE candidate_ref = $2 AND skip_reason IS NULL
 ON CONFLICT DO NOTHING
+)SQL";
+
+// The images the rule leaves out are the read's record of what it did not
+// send, and why.
+constexpr char kSkippedFromCandidate[] = R"SQL(
+INSERT INTO read_skipped_instances (read_ref, instance_ref, reason)
+SELECT $1, instance_ref, skip_reason FROM candidate_instances WHERE candidate_ref = $2 AND skip_reason IS NOT NULL
+ON CONFLICT DO NOTHING
+RETURNING reason
+)SQL";
+
+constexpr char kSkippedInstance[] = R"SQL(
+INSERT INTO read_skipped_instances (read_ref, instance_ref, reason) VALUES ($1, $2, $3)
+ON CONFLICT DO NOTHING
+RETURNING reason
 )SQL";
 
 constexpr char kReadInstance[] = R"SQL(
 INSERT INTO read_instances (read_ref, instance_ref) VALUES ($1, $2) ON CONFLICT DO NOTHING
+)SQL";
+
+// A volume rule's view of a complete study: its matching images (those the
+// rule may send), one row per series.
+constexpr char kCandidateSeries[] = R"SQL(
+SELECT se.id, se.series_instance_uid, count(*), sum(GREATEST(COALESCE(i.number_of_frames, 1), 1)),
+       count(*) FILTER (WHERE i.number_of_frames > 1),
+       json_agg(DISTINCT COALESCE(i.orientation, ''))::text,
+       min(i.slice_thickness_mm), max(i.slice_thickness_mm), count(i.slice_thickness_mm),
+       json_agg(DISTINCT i.image_type)::text
+FROM candidate_instances ci
+JOIN instances i ON i.id = ci.instance_ref
+JOIN series se ON se.id = i.series_ref
+WHERE ci.candidate_ref = $1 AND ci.skip_reason IS NULL
+GROUP BY se.id, se.series_instance_uid, se.series_number
+ORDER BY se.series_number NULLS LAST, se.id
+)SQL";
+
+// A volume read: queued, with no dispatch job (the 2D dispatcher never sees
+// it; the volume dispatcher is to claim it).
+constexpr char kInsertVolumeRead[] = R"SQL(
+INSERT INTO reads (read_key, study_ref, candidate_ref, rule_name, model_name, model_version, mode, priority,
+                   trigger, generation, last_instance_at, input, series_ref)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, to_timestamp($11), 'volume', $12)
+ON CONFLICT ON CONSTRAINT reads_key DO NOTHING
+RETURNING id
+)SQL";
+
+constexpr char kVolumeReadInstances[] = R"SQL(
+INSERT INTO read_instances (read_ref, instance_ref)
+SELECT $1, ci.instance_ref FROM candidate_instances ci JOIN instances i ON i.id = ci.instance_ref
+WHERE ci.candidate_ref = $2 AND i.series_ref = $3 AND ci.skip_reason IS NULL
+ON CONFLICT DO NOTHING
 )SQL";
 
 constexpr char kNextDue[] = R"SQL(
@@ -179,9 +230,11 @@ absl::StatusOr<StudyTracker::CycleResult> StudyTracker::RunOnce() {
   int unmatched = 0;
   int triggered = 0;
   std::vector<double> waits;
+  std::map<std::string, int64_t> skipped_images;  // reason -> images left out of new reads
 
   absl::Status st = pool_->Run([&](pqxx::connection_base& c) {
     out = CycleResult{};
+    skipped_images.clear();
     unmatched = 0;
     triggered = 0;
     waits.clear();
@@ -192,7 +245,8 @@ absl::StatusOr<StudyTracker::CycleResult> StudyTracker::RunOnce() {
     }
 
     auto create_read = [&](const RoutingRule& rule, const ModelRef& model, int64_t study, int64_t candidate,
-                           int64_t instance, int generation, const std::string& trigger, double last_at) {
+                           int64_t instance, int generation, const std::string& trigger, double last_at,
+                           const std::string& skip_reason) {
       std::string key = (instance ? "i:" + std::to_string(instance) : "s:" + std::to_string(study)) + ":" +
                         rule.name + ":" + model.name + ":" + std::to_string(model.version) + ":g" +
                         std::to_string(generation);
@@ -200,10 +254,20 @@ absl::StatusOr<StudyTracker::CycleResult> StudyTracker::RunOnce() {
                                  std::string(ModeName(rule.mode)), rule.priority, trigger, generation, last_at);
       if (rows.empty()) return;  // this read exists already
       int64_t read_id = rows[0][0].as<int64_t>();
+      pqxx::result skipped;
       if (instance) {
-        tx.exec_params(kReadInstance, read_id, instance);
+        if (skip_reason.empty()) {
+          tx.exec_params(kReadInstance, read_id, instance);
+        } else {
+          skipped = tx.exec_params(kSkippedInstance, read_id, instance, skip_reason);
+        }
       } else {
         tx.exec_params(kReadInstancesFromCandidate, read_id, candidate);
+        skipped = tx.exec_params(kSkippedFromCandidate, read_id, candidate);
+      }
+      for (const auto& row : skipped) skipped_images[row[0].as<std::string>()] += 1;
+      if (!skipped.empty()) {
+        log::Info("images_skipped", {{"read_id", read_id}, {"images", skipped.size()}, {"rule", rule.name}});
       }
       NewJob job;
       job.queue = kDispatchQueue;
@@ -238,7 +302,7 @@ absl::StatusOr<StudyTracker::CycleResult> StudyTracker::RunOnce() {
       if (instance == 0 || study == 0) continue;  // deleted since
       InstanceFacts facts{row[6].as<std::string>(), row[7].as<std::string>(), row[4].as<std::string>(),
                           row[5].as<std::string>(), row[9].as<std::string>(), row[10].as<std::string>(),
-                          row[8].as<std::string>()};
+                          row[8].as<std::string>(), row[14].as<std::string>()};
       int64_t expected = row[12].as<int64_t>();
       std::string matched_rules;
       for (const auto& rule : options_.rules) {
@@ -248,7 +312,10 @@ absl::StatusOr<StudyTracker::CycleResult> StudyTracker::RunOnce() {
         if (rule.completeness.trigger == Trigger::kInstance) {
           // The wait is measured from the instance's registration.
           const double received_at = row[13].as<double>();
-          for (const auto& m : rule.models) create_read(rule, m, study, 0, instance, 1, "instance", received_at);
+          const std::string skip = BurnedInTextSkipReason(rule, facts);
+          for (const auto& m : rule.models) {
+            create_read(rule, m, study, 0, instance, 1, "instance", received_at, skip);
+          }
           continue;
         }
         tx.exec_params(kEnsureCandidate, study, rule.name);
@@ -267,7 +334,8 @@ absl::StatusOr<StudyTracker::CycleResult> StudyTracker::RunOnce() {
           ++generation;
           first_at = now_s;
         }
-        auto added = tx.exec_params(kAddCandidateInstance, cand_id, instance, generation);
+        auto added =
+            tx.exec_params(kAddCandidateInstance, cand_id, instance, generation, BurnedInTextSkipReason(rule, facts));
         if (added.affected_rows() > 0) ++count;
         CandidateProgress progress{FromSeconds(first_at), FromSeconds(now_s), count, expected, false};
         Due due = ComputeDue(rule.completeness, progress);
@@ -306,7 +374,42 @@ absl::StatusOr<StudyTracker::CycleResult> StudyTracker::RunOnce() {
         if (!r.empty() && r[0][0].as<bool>()) ++unmatched;
         continue;
       }
-      for (const auto& m : rule.models) create_read(rule, m, study, cand_id, 0, generation, reason, last_at);
+      if (rule.input == ReadInput::kVolume) {
+        std::vector<SeriesFacts> series;
+        for (const auto& sr : tx.exec_params(kCandidateSeries, cand_id)) {
+          SeriesFacts f;
+          f.series_id = sr[0].as<int64_t>();
+          f.series_instance_uid = sr[1].as<std::string>();
+          f.instances = sr[2].as<int64_t>();
+          f.slices = sr[3].as<int64_t>();
+          f.multiframe_instances = sr[4].as<int64_t>();
+          f.orientations = nlohmann::json::parse(sr[5].as<std::string>()).get<std::vector<std::string>>();
+          if (sr[8].as<int64_t>() == f.instances) {
+            f.min_thickness_mm = sr[6].as<double>();
+            f.max_thickness_mm = sr[7].as<double>();
+          }
+          f.image_types = nlohmann::json::parse(sr[9].as<std::string>()).get<std::vector<std::string>>();
+          series.push_back(std::move(f));
+        }
+        auto requests = PlanVolumeReads(rule, series);
+        if (requests.empty()) {
+          auto r = tx.exec_params(kRoutingRejected, study, "rule " + rule.name + ": no series meets its series criteria");
+          if (!r.empty() && r[0][0].as<bool>()) ++unmatched;
+          continue;
+        }
+        for (const auto& v : requests) {
+          std::string key = "v:" + std::to_string(v.series_id) + ":" + rule.name + ":" + v.model.name + ":" +
+                            std::to_string(v.model.version) + ":g" + std::to_string(generation);
+          auto rows = tx.exec_params(kInsertVolumeRead, key, study, cand_id, rule.name, v.model.name, v.model.version,
+                                     std::string(ModeName(v.mode)), v.priority, reason, generation, last_at,
+                                     v.series_id);
+          if (rows.empty()) continue;
+          tx.exec_params(kVolumeReadInstances, rows[0][0].as<int64_t>(), cand_id, v.series_id);
+          ++out.volume_reads_recorded;
+        }
+        continue;
+      }
+      for (const auto& m : rule.models) create_read(rule, m, study, cand_id, 0, generation, reason, last_at, "");
     }
     double next_ms = tx.exec(kNextDue)[0][0].as<double>();
     out.next_due = next_ms < 0 ? options_.max_sleep
@@ -318,8 +421,10 @@ absl::StatusOr<StudyTracker::CycleResult> StudyTracker::RunOnce() {
     metrics_->unmatched_studies.Increment(unmatched);
     metrics_->triggered_reads.Increment(triggered);
     for (double w : waits) metrics_->Stage("completeness_wait").Observe(w);
+    for (const auto& [reason, n] : skipped_images) metrics_->ImagesSkipped(reason).Increment(static_cast<double>(n));
   }
   if (out.reads_created > 0) log::Info("reads_triggered", {{"reads", out.reads_created}});
+  if (out.volume_reads_recorded > 0) log::Info("volume_reads_recorded", {{"reads", out.volume_reads_recorded}});
   return out;
 }
 

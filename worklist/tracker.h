@@ -36,6 +36,8 @@ class StudyTracker {
   struct CycleResult {
     int intake_rows = 0;
     int reads_created = 0;
+    // Volume reads recorded for a later volume dispatcher, not dispatched.
+    int volume_reads_recorded = 0;
     // Time until the next collecting study is due (max_sleep when none).
     std::chrono::milliseconds next_due{0};
   };

@@ -23,6 +23,7 @@ absl::StatusOr<WorkerOptions> ParseWorkerOptions(config::ConfigTree& t) {
   ASSIGN_OR_RETURN(o.http.bind, t.String("http.bind", o.http.bind));
   ASSIGN_OR_RETURN(int64_t hport, t.Int("http.port", o.http.port, 0, 65535));
   o.http.port = static_cast<uint16_t>(hport);
+  RETURN_IF_ERROR(ParseHttpLimits(t, "http.limits", o.http.limits));
   ASSIGN_OR_RETURN(o.log.level, t.String("log.level", o.log.level));
   ASSIGN_OR_RETURN(o.log.file, t.String("log.file", o.log.file));
   RETURN_IF_ERROR(t.CheckNoUnknownKeys());

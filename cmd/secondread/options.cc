@@ -28,6 +28,29 @@ absl::StatusOr<worklist::RoutingRule> ParseRule(config::ConfigTree& t, const std
   ASSIGN_OR_RETURN(r.series_description, t.String(k + "match.series_description", ""));
   ASSIGN_OR_RETURN(r.min_images, t.Int(k + "match.min_images", r.min_images, 1, 1000000));
   ASSIGN_OR_RETURN(r.max_images, t.Int(k + "match.max_images", r.max_images, 0, 1000000));
+  ASSIGN_OR_RETURN(std::string input, t.String(k + "input", "image"));
+  if (input == "image") {
+    r.input = worklist::ReadInput::kImage;
+  } else if (input == "volume") {
+    r.input = worklist::ReadInput::kVolume;
+  } else {
+    return absl::InvalidArgumentError(k + "input must be image or volume");
+  }
+  auto& series = r.series;
+  ASSIGN_OR_RETURN(series.min_slices, t.Int(k + "series.min_slices", 0, 0, 100000));
+  ASSIGN_OR_RETURN(series.max_slices, t.Int(k + "series.max_slices", 0, 0, 100000));
+  if (t.Has(k + "series.slice_thickness_mm")) {
+    ASSIGN_OR_RETURN(auto range, t.DoubleList(k + "series.slice_thickness_mm", {}));
+    if (range.size() != 2) return absl::InvalidArgumentError(k + "series.slice_thickness_mm must be [low, high]");
+    series.slice_thickness_lo_mm = range[0];
+    series.slice_thickness_hi_mm = range[1];
+  }
+  ASSIGN_OR_RETURN(series.orientations, t.StringList(k + "series.orientation", {}));
+  ASSIGN_OR_RETURN(series.image_types, t.StringList(k + "series.image_type", {}));
+  if (t.Has(k + "series.multiframe")) {
+    ASSIGN_OR_RETURN(bool multiframe, t.Bool(k + "series.multiframe", false));
+    series.multiframe = multiframe;
+  }
   ASSIGN_OR_RETURN(size_t models, t.ListSize(k + "models"));
   for (size_t i = 0; i < models; ++i) {
     const std::string m = k + "models." + std::to_string(i) + ".";
@@ -52,6 +75,14 @@ absl::StatusOr<worklist::RoutingRule> ParseRule(config::ConfigTree& t, const std
     r.mode = worklist::ReadMode::kShadow;
   } else {
     return absl::InvalidArgumentError(k + "mode must be clinical or shadow");
+  }
+  ASSIGN_OR_RETURN(std::string burned_in, t.String(k + "burned_in_text", "exclude"));
+  if (burned_in == "exclude") {
+    r.burned_in_text = worklist::BurnedInText::kExclude;
+  } else if (burned_in == "allow") {
+    r.burned_in_text = worklist::BurnedInText::kAllow;
+  } else {
+    return absl::InvalidArgumentError(k + "burned_in_text must be exclude or allow");
   }
   auto& c = r.completeness;
   ASSIGN_OR_RETURN(std::string trigger, t.String(k + "completeness.trigger", "silence"));
@@ -103,6 +134,16 @@ absl::Status ParsePipeline(config::ConfigTree& t, worklist::PipelineOptions& p, 
   p.dispatch.concurrency = static_cast<int>(dconc);
   ASSIGN_OR_RETURN(int64_t dmax, t.Int("dispatch.max_attempts", p.tracker.dispatch_max_attempts, 1, 100));
   p.tracker.dispatch_max_attempts = static_cast<int>(dmax);
+  // Each compressed image decodes in a process of its own under these limits.
+  scp::DecoderLimits& decoder = p.dispatch.decoder;
+  ASSIGN_OR_RETURN(decoder.memory_bytes, t.Bytes("decoder.memory_limit", decoder.memory_bytes));
+  if (decoder.memory_bytes < (16ull << 20) || decoder.memory_bytes > (1ull << 40)) {
+    return absl::InvalidArgumentError("decoder.memory_limit must be 16MiB..1TiB");
+  }
+  ASSIGN_OR_RETURN(int64_t decoder_cpu, t.Int("decoder.cpu_seconds", decoder.cpu_seconds, 1, 3600));
+  decoder.cpu_seconds = static_cast<uint32_t>(decoder_cpu);
+  ASSIGN_OR_RETURN(int64_t decoder_wall, t.Int("decoder.wall_seconds", decoder.wall_seconds, 1, 3600));
+  decoder.wall_seconds = static_cast<uint32_t>(decoder_wall);
   ASSIGN_OR_RETURN(int64_t lease, t.Int("queue.lease_seconds", 120, 5, 86400));
   p.queue.lease = seconds(lease);
   ASSIGN_OR_RETURN(int64_t base, t.Int("queue.backoff_base_ms", p.queue.backoff_base.count(), 10, 3600000));
@@ -133,6 +174,22 @@ absl::Status ParsePipeline(config::ConfigTree& t, worklist::PipelineOptions& p, 
     d.connect_timeout_s = static_cast<int>(cto);
     ASSIGN_OR_RETURN(int64_t dto, t.Int(k + "dimse_timeout_seconds", d.dimse_timeout_s, 1, 3600));
     d.dimse_timeout_s = static_cast<int>(dto);
+    ASSIGN_OR_RETURN(d.tls.enabled, t.Bool(k + "tls", false));
+    ASSIGN_OR_RETURN(d.tls.ca_file, t.String(k + "tls_ca", ""));
+    ASSIGN_OR_RETURN(d.tls.certificate_file, t.String(k + "tls_certificate", ""));
+    ASSIGN_OR_RETURN(d.tls.private_key_file, t.String(k + "tls_private_key", ""));
+    ASSIGN_OR_RETURN(d.tls.server_name, t.String(k + "tls_server_name", ""));
+    if (d.tls.enabled && d.tls.ca_file.empty()) {
+      return absl::InvalidArgumentError(k + "tls_ca (the destination's CA) must be set with tls: true");
+    }
+    if (d.tls.certificate_file.empty() != d.tls.private_key_file.empty()) {
+      return absl::InvalidArgumentError(k + "tls_certificate and " + k + "tls_private_key go together");
+    }
+    // TLS files without tls: true would send results in the clear to a
+    // destination its operator meant to reach over TLS.
+    if (!d.tls.enabled && (!d.tls.ca_file.empty() || !d.tls.certificate_file.empty() || !d.tls.server_name.empty())) {
+      return absl::InvalidArgumentError(k + "tls_* keys are set but " + k + "tls is not true");
+    }
     if (p.exporter.destinations.count(d.name)) {
       return absl::InvalidArgumentError("export destination " + d.name + " is named twice");
     }
@@ -151,6 +208,12 @@ absl::Status ParseApi(config::ConfigTree& t, worklist::ApiOptions& api) {
   ASSIGN_OR_RETURN(int64_t refresh, t.Int("api.performance_refresh_seconds", api.performance_refresh_s, 1, 86400));
   api.performance_refresh_s = static_cast<int>(refresh);
   api.http.threads = static_cast<int>(threads);
+  RETURN_IF_ERROR(ParseHttpLimits(t, "api.limits", api.http.limits));
+  ASSIGN_OR_RETURN(std::vector<std::string> proxies, t.StringList("api.trusted_proxies", {}));
+  for (const auto& p : proxies) {
+    ASSIGN_OR_RETURN(worklist::AddressRange range, worklist::ParseAddressRange(p));
+    api.trusted_proxies.push_back(range);
+  }
   ASSIGN_OR_RETURN(api.http.tls_cert_file, t.String("api.tls.cert_file", ""));
   ASSIGN_OR_RETURN(api.http.tls_key_file, t.String("api.tls.key_file", ""));
   if (api.http.tls_cert_file.empty() != api.http.tls_key_file.empty()) {
@@ -185,8 +248,48 @@ absl::Status ParseApi(config::ConfigTree& t, worklist::ApiOptions& api) {
 absl::StatusOr<NodeOptions> ParseNodeOptions(config::ConfigTree& t) {
   NodeOptions o;
   ASSIGN_OR_RETURN(o.dicom.ae_title, t.String("dicom.ae_title", o.dicom.ae_title));
-  ASSIGN_OR_RETURN(int64_t port, t.Int("dicom.port", o.dicom.port, 1, 65535));
+  ASSIGN_OR_RETURN(int64_t port, t.Int("dicom.port", o.dicom.port, 0, 65535));
   o.dicom.port = static_cast<uint16_t>(port);
+  ASSIGN_OR_RETURN(o.dicom.bind_address, t.String("dicom.bind_address", o.dicom.bind_address));
+  ASSIGN_OR_RETURN(double deadline_s, t.Double("dicom.acceptor.association_deadline_seconds",
+                                                o.dicom.association_deadline_ms / 1000.0, 0.1, 3600));
+  o.dicom.association_deadline_ms = static_cast<int>(deadline_s * 1000);
+  ASSIGN_OR_RETURN(int64_t per_peer, t.Int("dicom.acceptor.max_connections_per_peer",
+                                           o.dicom.max_connections_per_peer, 1, 100000));
+  o.dicom.max_connections_per_peer = static_cast<int>(per_peer);
+  ASSIGN_OR_RETURN(int64_t pending, t.Int("dicom.acceptor.max_pending_connections",
+                                          o.dicom.max_pending_connections, 1, 100000));
+  o.dicom.max_pending_connections = static_cast<int>(pending);
+  ASSIGN_OR_RETURN(uint64_t rq_bytes, t.Bytes("dicom.acceptor.max_associate_rq_bytes", o.dicom.max_associate_rq_bytes));
+  if (rq_bytes < 1024 || rq_bytes > (1u << 20)) {
+    return absl::InvalidArgumentError("dicom.acceptor.max_associate_rq_bytes must be 1KiB..1MiB");
+  }
+  o.dicom.max_associate_rq_bytes = static_cast<uint32_t>(rq_bytes);
+  ASSIGN_OR_RETURN(int64_t tls_port, t.Int("dicom.tls.port", o.dicom.tls.port, 0, 65535));
+  o.dicom.tls.port = static_cast<uint16_t>(tls_port);
+  ASSIGN_OR_RETURN(o.dicom.tls.certificate, t.String("dicom.tls.certificate", ""));
+  ASSIGN_OR_RETURN(o.dicom.tls.private_key, t.String("dicom.tls.private_key", ""));
+  ASSIGN_OR_RETURN(o.dicom.tls.ca, t.String("dicom.tls.ca", ""));
+  ASSIGN_OR_RETURN(o.dicom.tls.require_client_certificate,
+                   t.Bool("dicom.tls.require_client_certificate", o.dicom.tls.require_client_certificate));
+  ASSIGN_OR_RETURN(o.dicom.tls.require_subject_binding,
+                   t.Bool("dicom.tls.require_subject_binding", o.dicom.tls.require_subject_binding));
+  ASSIGN_OR_RETURN(size_t subjects, t.ListSize("dicom.tls.caller_subjects"));
+  for (size_t i = 0; i < subjects; ++i) {
+    const std::string k = "dicom.tls.caller_subjects." + std::to_string(i) + ".";
+    scp::CallerSubject b;
+    ASSIGN_OR_RETURN(b.ae_title, t.String(k + "ae_title", ""));
+    ASSIGN_OR_RETURN(b.subject, t.String(k + "subject", ""));
+    if (b.ae_title.empty() || b.ae_title.size() > 16) return absl::InvalidArgumentError(k + "ae_title must have 1 to 16 characters");
+    if (b.subject.empty()) return absl::InvalidArgumentError(k + "subject is empty");
+    o.dicom.tls.caller_subjects.push_back(std::move(b));
+  }
+  if (o.dicom.port == 0 && o.dicom.tls.port == 0) {
+    return absl::InvalidArgumentError("dicom.port and dicom.tls.port are both 0: no DICOM listener");
+  }
+  if (o.dicom.port != 0 && o.dicom.port == o.dicom.tls.port) {
+    return absl::InvalidArgumentError("dicom.port and dicom.tls.port must differ");
+  }
   ASSIGN_OR_RETURN(std::vector<std::string> callers, t.StringList("dicom.allowed_callers", {}));
   for (const auto& c : callers) {
     ASSIGN_OR_RETURN(scp::CallerRule rule, scp::ParseCallerRule(c));
@@ -204,6 +307,16 @@ absl::StatusOr<NodeOptions> ParseNodeOptions(config::ConfigTree& t) {
   ASSIGN_OR_RETURN(o.spool.dir, t.String("storage.spool_dir", ""));
   ASSIGN_OR_RETURN(o.spool.min_free_bytes, t.Bytes("storage.min_free_bytes", o.spool.min_free_bytes));
   ASSIGN_OR_RETURN(o.max_instance_bytes, t.Bytes("storage.max_instance_bytes", o.max_instance_bytes));
+  ASSIGN_OR_RETURN(int64_t rescan_s, t.Int("storage.rescan_interval_seconds",
+                                           std::chrono::duration_cast<std::chrono::seconds>(o.rescan.interval).count(),
+                                           0, 7 * 86400));
+  o.rescan.interval = std::chrono::seconds(rescan_s);
+  ASSIGN_OR_RETURN(int64_t depth, t.Int("dicom.limits.max_sequence_depth", o.dataset_limits.max_depth, 1, 1000));
+  o.dataset_limits.max_depth = static_cast<int>(depth);
+  ASSIGN_OR_RETURN(o.dataset_limits.max_elements,
+                   t.Int("dicom.limits.max_elements", o.dataset_limits.max_elements, 100, 100000000));
+  // A deflated data set may inflate to no more than an instance may hold.
+  o.dataset_limits.max_inflated_bytes = o.max_instance_bytes;
 
   ASSIGN_OR_RETURN(o.database.url, t.String("database.url", ""));
   ASSIGN_OR_RETURN(std::string url_file, t.String("database.url_file", ""));
@@ -226,11 +339,14 @@ absl::StatusOr<NodeOptions> ParseNodeOptions(config::ConfigTree& t) {
   o.database.connect_timeout_s = static_cast<int>(cto);
   ASSIGN_OR_RETURN(int64_t sto, t.Int("database.statement_timeout_ms", o.database.statement_timeout_ms, 100, 3600000));
   o.database.statement_timeout_ms = static_cast<int>(sto);
+  ASSIGN_OR_RETURN(int64_t check_ms, t.Int("database.restart_check_ms", o.rescan.check_interval.count(), 100, 600000));
+  o.rescan.check_interval = std::chrono::milliseconds(check_ms);
   ASSIGN_OR_RETURN(o.migrate_on_start, t.Bool("database.migrate_on_start", o.migrate_on_start));
 
   ASSIGN_OR_RETURN(o.http.bind, t.String("http.bind", o.http.bind));
   ASSIGN_OR_RETURN(int64_t hport, t.Int("http.port", o.http.port, 0, 65535));
   o.http.port = static_cast<uint16_t>(hport);
+  RETURN_IF_ERROR(ParseHttpLimits(t, "http.limits", o.http.limits));
 
   ASSIGN_OR_RETURN(o.log.level, t.String("log.level", o.log.level));
   ASSIGN_OR_RETURN(o.log.file, t.String("log.file", o.log.file));

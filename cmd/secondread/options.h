@@ -4,7 +4,9 @@
 #include "common/config.h"
 #include "common/http_server.h"
 #include "common/log.h"
+#include "scp/dataset_limits.h"
 #include "scp/dicom_server.h"
+#include "scp/recovery.h"
 #include "scp/spool.h"
 #include "worklist/pg_pool.h"
 #include "worklist/api.h"
@@ -15,7 +17,9 @@ namespace secondread {
 struct NodeOptions {
   scp::ScpOptions dicom;
   scp::SpoolOptions spool;
+  scp::RescanOptions rescan;
   uint64_t max_instance_bytes = 2ull << 30;
+  scp::DatasetLimits dataset_limits;
   worklist::DatabaseOptions database;
   bool migrate_on_start = false;
   HttpOptions http;

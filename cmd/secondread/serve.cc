@@ -8,6 +8,7 @@
 #include "common/log.h"
 #include "scp/png_preview.h"
 #include "scp/recovery.h"
+#include "scp/store_scu.h"
 #include "worklist/performance_gauges.h"
 #include "worklist/review_store.h"
 #include "worklist/migrations.h"
@@ -24,6 +25,14 @@ absl::Status Serve(const NodeOptions& options) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
+  // A TLS export destination whose CA, certificate or key cannot be used
+  // stops the node at once rather than failing every export later.
+  for (const auto& [name, destination] : options.pipeline.exporter.destinations) {
+    if (absl::Status tls = scp::CheckTls(destination); !tls.ok()) {
+      return absl::InvalidArgumentError("export destination " + name + ": " + std::string(tls.message()));
+    }
+  }
+
   if (options.migrate_on_start) {
     ASSIGN_OR_RETURN(auto migrated, worklist::Migrate(options.database, -1));
     log::Info("schema_migrated", {{"from", migrated.from_version}, {"to", migrated.to_version}});
@@ -38,12 +47,25 @@ absl::Status Serve(const NodeOptions& options) {
 
   ASSIGN_OR_RETURN(auto spool, scp::Spool::Open(options.spool));
   worklist::PgRegistry registry(options.database);
+  // The rescanner's checks get a connection of their own: a pool busy with
+  // associations must not look like a lost database.
+  worklist::DatabaseOptions check_db = options.database;
+  check_db.max_connections = 1;
+  worklist::PgPool check_pool(check_db, nullptr);
+  // Read before the recovery, so a restart of the database during it is
+  // noticed by the rescanner's first check.
+  ASSIGN_OR_RETURN(std::string database_started, check_pool.ServerStartTime());
   ASSIGN_OR_RETURN(auto recovered, scp::RecoverSpool(*spool, registry));
   (void)recovered;
+  scp::SpoolRescanner rescanner(
+      options.rescan, spool.get(), &registry, [&check_pool] { return check_pool.ServerStartTime(); },
+      database_started);
+  rescanner.Start();
 
   metrics::MetricsRegistry metrics;
   scp::ScpMetrics scp_metrics(metrics);
-  scp::StoreProcessor processor(options.max_instance_bytes, spool.get(), &registry, &scp_metrics);
+  scp::StoreProcessor processor(options.max_instance_bytes, spool.get(), &registry, &scp_metrics,
+                                options.dataset_limits);
   ASSIGN_OR_RETURN(auto server, scp::DicomServer::Create(options.dicom, &processor, &registry, &scp_metrics));
 
   ASSIGN_OR_RETURN(auto pipeline, worklist::Pipeline::Start(options.pipeline, options.database, spool.get(), metrics));
@@ -56,6 +78,12 @@ absl::Status Serve(const NodeOptions& options) {
   // The worklist API and page, on their own port and connection pool.
   worklist::PgPool api_pool(options.database, nullptr);
   worklist::ReviewStore review_store(&api_pool);
+  // Append-only holds only against a login that cannot get around the
+  // triggers; migration 0005 and docs/configuration.md set that up.
+  if (absl::Status audit = review_store.AuditLogProtection(); !audit.ok()) {
+    log::Warn("audit_log_unprotected", {{"login_can", std::string(audit.message())},
+                                        {"hint", "see \"The audit log's owner\" in docs/configuration.md"}});
+  }
   ASSIGN_OR_RETURN(auto result_files, worklist::ResultFiles::Open(options.spool.dir));
   std::unique_ptr<HttpServer> api;
   worklist::PerformanceGauges gauges(&review_store, metrics, std::chrono::seconds(options.api.performance_refresh_s));
@@ -64,7 +92,7 @@ absl::Status Serve(const NodeOptions& options) {
         options.api, &review_store, &result_files,
         [](const std::string& path) { return scp::RenderPng(path, 1600); },
         [&]() -> absl::Status { return registry.Ping(); });
-    ASSIGN_OR_RETURN(api, HttpServer::Start(options.api.http, std::move(routes)));
+    ASSIGN_OR_RETURN(api, HttpServer::Start(options.api.http, std::move(routes), &metrics));
     gauges.Start();
     log::Info("api_listening", {{"bind", options.api.http.bind},
                                 {"port", api->port()},
@@ -97,6 +125,7 @@ absl::Status Serve(const NodeOptions& options) {
   if (api) api->Stop();
   gauges.Stop();
   pipeline->Stop();
+  rescanner.Stop();
   http->Stop();
   log::Info("node_stopped", {{"ok", st.ok()}});
   return st;

@@ -6,10 +6,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <mutex>
 #include <random>
+#include <vector>
 
 #include "common/log.h"
 #include "dcmtk/config/osconfig.h"
@@ -24,8 +27,12 @@
 #include "dcmtk/dcmnet/dimse.h"
 #include "dcmtk/dcmnet/scppool.h"
 #include "dcmtk/dcmnet/scpthrd.h"
+#include "dcmtk/dcmtls/tlslayer.h"
+#include "dcmtk/dcmtls/tlstrans.h"
 #include "dcmtk/oflog/oflog.h"
 #include "scp/dicom_server.h"
+#include "scp/internals/acceptor.h"
+#include "scp/internals/handover.h"
 
 namespace secondread::scp {
 namespace {
@@ -111,6 +118,13 @@ std::string NewAssociationId() {
   return buf;
 }
 
+// What the acceptor learnt about a connection before DCMTK saw it.
+struct PeerInfo {
+  bool tls = false;
+  std::string subject;
+  PeerTable::Ticket ticket;
+};
+
 struct Context {
   ScpOptions options;
   StoreProcessor* processor;
@@ -148,14 +162,24 @@ constexpr int kNumUncompressed = 3;
 
 class Worker : public DcmBaseSCPPool::DcmBaseSCPWorker, private DcmThreadSCP {
  public:
-  Worker(DcmBaseSCPPool& pool, const Context& ctx) : DcmBaseSCPWorker(pool), DcmThreadSCP(), ctx_(ctx) {}
+  Worker(Pool& pool, const Context& ctx);
 
   OFCondition setSharedConfig(const DcmSharedSCPConfig& config) override {
     return DcmThreadSCP::setSharedConfig(config);
   }
   OFBool busy() override { return DcmThreadSCP::isConnected(); }
+  void SetPeer(PeerInfo peer) { peer_ = std::move(peer); }
+  // True from start until the association's connection is closed; the
+  // association's bookkeeping afterwards does not hold a slot.
+  bool live() const { return live_.load(); }
 
  protected:
+  // Replaces DcmBaseSCPWorker::run, which has the pool delete the worker
+  // without ever joining its thread: glibc then keeps every ended thread's
+  // stack and descriptor, tens of kilobytes of RSS per association. It could
+  // also delete a worker before OFThread::start had stored its handle in it.
+  void run() override;
+
   OFCondition workerListen(T_ASC_Association* const assoc) override {
     assoc_ = assoc;
     summary_ = AssociationSummary{};
@@ -169,6 +193,8 @@ class Worker : public DcmBaseSCPPool::DcmBaseSCPWorker, private DcmThreadSCP {
       log::Error("association_exception", {{"association", summary_.association.id}, {"error", e.what()}});
       cond = EC_IllegalCall;
     }
+    live_.store(false);
+    peer_.ticket = PeerTable::Ticket();
     if (accepted_) {
       ctx_.metrics->active_associations.Decrement();
       if (ctx_.sink) ctx_.sink->AssociationEnded(summary_);
@@ -191,9 +217,17 @@ class Worker : public DcmBaseSCPPool::DcmBaseSCPWorker, private DcmThreadSCP {
 
   OFBool checkCallingAETitleAccepted(const OFString& calling) override {
     std::string host = getPeerIP().c_str();
-    if (CallerAllowed(ctx_.options.allowed_callers, calling.c_str(), host)) return OFTrue;
-    Reject("calling_ae_not_allowed");
-    return OFFalse;
+    if (!CallerAllowed(ctx_.options.allowed_callers, calling.c_str(), host)) {
+      Reject("calling_ae_not_allowed");
+      return OFFalse;
+    }
+    // On the TLS port an AE title is a claim; the certificate proves it.
+    if (peer_.tls && ctx_.options.tls.require_subject_binding &&
+        !SubjectBound(ctx_.options.tls.caller_subjects, calling.c_str(), peer_.subject)) {
+      Reject("certificate_not_bound_to_ae");
+      return OFFalse;
+    }
+    return OFTrue;
   }
 
   void notifyAssociationAcknowledge() override {
@@ -203,9 +237,12 @@ class Worker : public DcmBaseSCPPool::DcmBaseSCPWorker, private DcmThreadSCP {
     summary_.association.calling_ae = getPeerAETitle().c_str();
     summary_.association.called_ae = getCalledAETitle().c_str();
     summary_.association.peer_host = getPeerIP().c_str();
-    log::Info("association_accepted", {{"association", summary_.association.id},
-                                       {"calling_ae", summary_.association.calling_ae},
-                                       {"peer", summary_.association.peer_host}});
+    nlohmann::json fields = {{"association", summary_.association.id},
+                             {"calling_ae", summary_.association.calling_ae},
+                             {"peer", summary_.association.peer_host},
+                             {"tls", peer_.tls}};
+    if (peer_.tls && !peer_.subject.empty()) fields["certificate_subject"] = peer_.subject;
+    log::Info("association_accepted", std::move(fields));
   }
 
   void notifyAbortRequest() override { summary_.outcome = "aborted"; }
@@ -237,8 +274,10 @@ class Worker : public DcmBaseSCPPool::DcmBaseSCPWorker, private DcmThreadSCP {
   void Reject(const char* reason) {
     ctx_.metrics->associations_rejected.Increment();
     // The offered AE title is allow-listed or not; either way it is not PHI.
-    log::Warn("association_rejected",
-              {{"reason", reason}, {"calling_ae", getPeerAETitle().c_str()}, {"peer", getPeerIP().c_str()}});
+    nlohmann::json fields = {
+        {"reason", reason}, {"calling_ae", getPeerAETitle().c_str()}, {"peer", getPeerIP().c_str()}, {"tls", peer_.tls}};
+    if (peer_.tls) fields["certificate_subject"] = peer_.subject;
+    log::Warn("association_rejected", std::move(fields));
   }
 
   OFCondition HandleStore(T_DIMSE_C_StoreRQ& req, const DcmPresentationContextInfo& info) {
@@ -311,15 +350,61 @@ class Worker : public DcmBaseSCPPool::DcmBaseSCPWorker, private DcmThreadSCP {
     return sent;
   }
 
+  Pool& pool_;
   Context ctx_;
   T_ASC_Association* assoc_ = nullptr;
   AssociationSummary summary_;
   bool accepted_ = false;
+  PeerInfo peer_;
+  std::atomic<bool> live_{true};
 };
 
+// DCMTK 3.6.7's DcmBaseSCPPool reads each association request on its one
+// listener thread, so one silent peer stalls every other, and it never joins
+// a worker thread (see Worker::run). The pool therefore runs its own loop:
+// the Acceptor holds connections until a whole A-ASSOCIATE-RQ is in memory,
+// then DCMTK parses it at once here and a worker thread per association
+// negotiates and serves it; ended workers are joined on the next tick.
 class Pool : public DcmBaseSCPPool {
  public:
-  explicit Pool(Context ctx) : ctx_(std::move(ctx)) {}
+  Pool(Context ctx, Acceptor* acceptor) : ctx_(std::move(ctx)), acceptor_(acceptor) {}
+
+  OFCondition listen() override {
+    DcmSCPConfig& cfg = getConfig();
+    DcmSharedSCPConfig shared(cfg);
+    T_ASC_Network* network = nullptr;
+    OFCondition cond = InitializeHandOverNetwork(static_cast<int>(cfg.getACSETimeout()), &network);
+    if (cond.bad()) return cond;
+    HandOverLayer layer;
+    ASC_setTransportLayer(network, &layer, 0);
+    acceptor_->Run(
+        [&](ReadyConnection ready) { Receive(network, layer, shared, std::move(ready)); },
+        [&] { JoinEnded(); });
+    std::vector<Worker*> all;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      all.swap(running_);
+      all.insert(all.end(), ended_.begin(), ended_.end());
+      ended_.clear();
+    }
+    for (Worker* w : all) {
+      w->join();
+      delete w;
+    }
+    ASC_setTransportLayer(network, nullptr, 0);
+    ASC_dropNetwork(&network);
+    return EC_Normal;
+  }
+
+  void stopAfterCurrentAssociations() override { acceptor_->Stop(); }
+
+  // Called on the worker's own thread as its last act: from here the
+  // listener may join it.
+  void WorkerEnded(Worker* w) {
+    std::lock_guard<std::mutex> lock(mu_);
+    running_.erase(std::find(running_.begin(), running_.end(), w));
+    ended_.push_back(w);
+  }
 
  protected:
   DcmBaseSCPWorker* createSCPWorker() override { return new Worker(*this, ctx_); }
@@ -336,8 +421,87 @@ class Pool : public DcmBaseSCPPool {
   }
 
  private:
+  // The whole A-ASSOCIATE-RQ is in memory, so DCMTK parses it without
+  // waiting on the network.
+  void Receive(T_ASC_Network* network, HandOverLayer& layer, const DcmSharedSCPConfig& shared,
+               ReadyConnection ready) {
+    T_ASC_Association* assoc = nullptr;
+    OFCondition cond = ReceiveHandedOver(network, layer, ready.fd, ready.ssl, std::move(ready.associate_rq),
+                                         static_cast<int>(getConfig().getMaxReceivePDULength()), &assoc);
+    if (cond.bad()) {
+      log::Warn("connection_dropped", {{"reason", "handover_failed"},
+                                       {"peer", ready.peer},
+                                       {"port", ready.tls ? "tls" : "plain"},
+                                       {"detail", cond.text()}});
+      ctx_.metrics->ConnectionDropped("handover_failed").Increment();
+      if (assoc) DcmBaseSCPPool::dropAndDestroyAssociation(assoc);
+      return;
+    }
+    Start(assoc, shared, PeerInfo{ready.tls, std::move(ready.peer_subject), std::move(ready.ticket)});
+  }
+
+  void Start(T_ASC_Association* assoc, const DcmSharedSCPConfig& shared, PeerInfo peer) {
+    size_t live = 0, threads = 0;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      threads = running_.size();
+      for (Worker* w : running_) live += w->live() ? 1 : 0;
+    }
+    // Associations being served count against the limit; threads only
+    // recording an ended association do not, up to a backstop.
+    if (live >= getMaxThreads() || threads >= 4u * getMaxThreads()) {
+      rejectAssociation(assoc, ASC_REASON_SP_PRES_LOCALLIMITEXCEEDED);
+      dropAndDestroyAssociation(assoc);
+      return;
+    }
+    auto* w = static_cast<Worker*>(createSCPWorker());
+    w->setSharedConfig(shared);
+    w->setAssociation(assoc);
+    w->SetPeer(std::move(peer));
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      running_.push_back(w);
+    }
+    if (w->start() != 0) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        running_.pop_back();
+      }
+      delete w;
+      rejectAssociation(assoc, ASC_REASON_SP_PRES_TEMPORARYCONGESTION);
+      dropAndDestroyAssociation(assoc);
+    }
+  }
+
+  // Joining frees the ended thread's stack; the join waits at most for the
+  // few instructions between WorkerEnded and the thread's exit.
+  void JoinEnded() {
+    std::vector<Worker*> ended;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ended.swap(ended_);
+    }
+    for (Worker* w : ended) {
+      w->join();
+      delete w;
+    }
+  }
+
   Context ctx_;
+  Acceptor* acceptor_;
+  std::mutex mu_;
+  std::vector<Worker*> running_;  // threads serving an association
+  std::vector<Worker*> ended_;    // threads past WorkerEnded, not yet joined
 };
+
+Worker::Worker(Pool& pool, const Context& ctx) : DcmBaseSCPWorker(pool), DcmThreadSCP(), pool_(pool), ctx_(ctx) {}
+
+void Worker::run() {
+  T_ASC_Association* assoc = DcmBaseSCPWorker::m_assoc;
+  DcmBaseSCPWorker::m_assoc = nullptr;
+  if (assoc) workerListen(assoc);
+  pool_.WorkerEnded(this);
+}
 
 }  // namespace
 
@@ -353,6 +517,15 @@ absl::StatusOr<CallerRule> ParseCallerRule(const std::string& text) {
   return rule;
 }
 
+bool SubjectBound(const std::vector<CallerSubject>& bindings, const std::string& calling_ae,
+                  const std::string& subject) {
+  if (subject.empty()) return false;
+  for (const auto& b : bindings) {
+    if (b.ae_title == calling_ae && b.subject == subject) return true;
+  }
+  return false;
+}
+
 bool CallerAllowed(const std::vector<CallerRule>& rules, const std::string& calling_ae, const std::string& peer_host) {
   for (const auto& rule : rules) {
     if (rule.ae_title == calling_ae && (rule.host.empty() || rule.host == peer_host)) return true;
@@ -362,8 +535,47 @@ bool CallerAllowed(const std::vector<CallerRule>& rules, const std::string& call
 
 struct DicomServer::Impl {
   Context ctx;
+  std::unique_ptr<DcmTLSTransportLayer> tls;  // owns the SSL_CTX of the TLS port
+  std::unique_ptr<Acceptor> acceptor;
   std::unique_ptr<Pool> pool;
 };
+
+namespace {
+
+// The TLS port's context: DCMTK's BCP 195 non-downgrading profile (TLS 1.2
+// or later, its cipher suites), our certificate, and the CAs trusted for
+// client certificates.
+absl::StatusOr<std::unique_ptr<DcmTLSTransportLayer>> MakeTlsLayer(const TlsListenerOptions& o) {
+  if (o.certificate.empty() || o.private_key.empty()) {
+    return absl::InvalidArgumentError("dicom.tls.port needs dicom.tls.certificate and dicom.tls.private_key");
+  }
+  if (o.require_client_certificate && o.ca.empty()) {
+    return absl::InvalidArgumentError("dicom.tls.require_client_certificate needs dicom.tls.ca");
+  }
+  auto layer = std::make_unique<DcmTLSTransportLayer>(NET_ACCEPTOR, nullptr, OFTrue);
+  if (!*layer) return absl::InternalError("cannot create the TLS context");
+  if (layer->setTLSProfile(TSP_Profile_BCP195_ND).bad() || layer->activateCipherSuites().bad()) {
+    return absl::InternalError("cannot apply the BCP 195 TLS profile");
+  }
+  if (layer->setPrivateKeyFile(o.private_key.c_str(), DCF_Filetype_PEM).bad()) {
+    return absl::InvalidArgumentError("dicom.tls.private_key: cannot load " + o.private_key);
+  }
+  if (layer->setCertificateFile(o.certificate.c_str(), DCF_Filetype_PEM).bad()) {
+    return absl::InvalidArgumentError("dicom.tls.certificate: cannot load " + o.certificate);
+  }
+  if (!layer->checkPrivateKeyMatchesCertificate()) {
+    return absl::InvalidArgumentError("dicom.tls.private_key does not match dicom.tls.certificate");
+  }
+  if (!o.ca.empty() && layer->addTrustedCertificateFile(o.ca.c_str(), DCF_Filetype_PEM).bad()) {
+    return absl::InvalidArgumentError("dicom.tls.ca: cannot load " + o.ca);
+  }
+  layer->setCertificateVerification(o.require_client_certificate ? DCV_requireCertificate
+                                    : o.ca.empty()                ? DCV_ignoreCertificate
+                                                                  : DCV_checkCertificate);
+  return layer;
+}
+
+}  // namespace
 
 DicomServer::DicomServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 DicomServer::~DicomServer() = default;
@@ -384,11 +596,30 @@ absl::StatusOr<std::unique_ptr<DicomServer>> DicomServer::Create(const ScpOption
   // is set when a connection is accepted; with one outstanding C-STORE per
   // association Nagle costs a delayed-ACK wait on every response.
   ::setenv("TCP_NODELAY", "1", 1);
+  // DCMTK's timeouts poll before a read, but a TLS record that arrives in
+  // part makes OpenSSL block inside the read for the rest. The socket's own
+  // timeouts (set by DCMTK on every connection it creates) bound that wait,
+  // and a write to a peer that stopped reading, to the idle timeout.
+  dcmSocketReceiveTimeout.set(options.idle_timeout_s);
+  dcmSocketSendTimeout.set(options.idle_timeout_s);
 
   auto impl = std::make_unique<Impl>();
   impl->ctx = Context{options, processor, sink, metrics, nullptr};
   impl->ctx.spool = processor ? processor->spool() : nullptr;
-  impl->pool = std::make_unique<Pool>(impl->ctx);
+  if (options.tls.port != 0) {
+    ASSIGN_OR_RETURN(impl->tls, MakeTlsLayer(options.tls));
+  }
+  AcceptorOptions ao;
+  ao.bind_address = options.bind_address;
+  ao.plain_port = options.port;
+  ao.tls_port = options.tls.port;
+  ao.association_deadline = std::chrono::milliseconds(options.association_deadline_ms);
+  ao.max_connections_per_peer = options.max_connections_per_peer;
+  ao.max_pending_connections = options.max_pending_connections;
+  ao.max_associate_rq_bytes = options.max_associate_rq_bytes;
+  ASSIGN_OR_RETURN(impl->acceptor,
+                   Acceptor::Create(ao, impl->tls ? impl->tls->getNativeHandle() : nullptr, metrics));
+  impl->pool = std::make_unique<Pool>(impl->ctx, impl->acceptor.get());
   DcmSCPConfig& cfg = impl->pool->getConfig();
   cfg.setAETitle(options.ae_title.c_str());
   cfg.setPort(options.port);
@@ -413,8 +644,14 @@ absl::StatusOr<std::unique_ptr<DicomServer>> DicomServer::Create(const ScpOption
   return std::unique_ptr<DicomServer>(new DicomServer(std::move(impl)));
 }
 
+uint16_t DicomServer::plain_port() const { return impl_->acceptor->plain_port(); }
+uint16_t DicomServer::tls_port() const { return impl_->acceptor->tls_port(); }
+
 absl::Status DicomServer::Run() {
-  log::Info("dicom_listening", {{"ae_title", impl_->ctx.options.ae_title}, {"port", impl_->ctx.options.port}});
+  log::Info("dicom_listening", {{"ae_title", impl_->ctx.options.ae_title},
+                                {"port", impl_->acceptor->plain_port()},
+                                {"tls_port", impl_->acceptor->tls_port()},
+                                {"bind_address", impl_->ctx.options.bind_address}});
   OFCondition cond = impl_->pool->listen();
   if (cond.bad()) return absl::UnavailableError(std::string("DICOM listener failed: ") + cond.text());
   return absl::OkStatus();

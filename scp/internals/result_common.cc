@@ -9,6 +9,7 @@
 #include "dcmtk/dcmdata/dcostrmb.h"
 #include "dcmtk/dcmdata/dcsequen.h"
 #include "dcmtk/dcmdata/dcxfer.h"
+#include "dcmtk/dcmsr/codes/dcm.h"
 #include "dcmtk/ofstd/ofstd.h"
 
 namespace secondread::scp::internals {
@@ -90,11 +91,6 @@ const CopiedTag kCopiedTags[] = {
     {DCM_PatientState, false},
 };
 
-absl::Status Put(DcmItem& target, const DcmTagKey& tag, const std::string& value) {
-  return FromCondition(target.putAndInsertOFStringArray(tag, value.c_str()),
-                       std::string("writing ") + DcmTag(tag).getTagName());
-}
-
 bool AllDigits(const std::string& s) {
   for (char c : s)
     if (c < '0' || c > '9') return false;
@@ -102,6 +98,11 @@ bool AllDigits(const std::string& s) {
 }
 
 }  // namespace
+
+absl::Status Put(DcmItem& target, const DcmTagKey& tag, const std::string& value) {
+  return FromCondition(target.putAndInsertOFStringArray(tag, value.c_str()),
+                       std::string("writing ") + DcmTag(tag).getTagName());
+}
 
 absl::Status FromCondition(const OFCondition& cond, std::string_view what) {
   if (cond.good()) return absl::OkStatus();
@@ -197,9 +198,14 @@ absl::Status AddResultCommon(DcmItem& target, const AlgorithmInfo& algorithm, co
   DcmItem* purpose = nullptr;
   RETURN_IF_ERROR(FromCondition(equipment->findOrCreateSequenceItem(DCM_PurposeOfReferenceCodeSequence, purpose, 0),
                                 "creating Purpose of Reference Code Sequence"));
-  RETURN_IF_ERROR(Put(*purpose, DCM_CodeValue, "109103"));
-  RETURN_IF_ERROR(Put(*purpose, DCM_CodingSchemeDesignator, "DCM"));
-  RETURN_IF_ERROR(Put(*purpose, DCM_CodeMeaning, "Processing Algorithm"));
+  // CID 7005: the node processed the source instances into new ones
+  // (109102), which is what an AI result is. 109103 would claim the node
+  // modified the sources themselves. DCMTK's table supplies the triple so the
+  // meaning cannot drift from the value.
+  const DSRBasicCodedEntry processing = CODE_DCM_ProcessingEquipment;
+  RETURN_IF_ERROR(Put(*purpose, DCM_CodeValue, processing.CodeValue.c_str()));
+  RETURN_IF_ERROR(Put(*purpose, DCM_CodingSchemeDesignator, processing.CodingSchemeDesignator.c_str()));
+  RETURN_IF_ERROR(Put(*purpose, DCM_CodeMeaning, processing.CodeMeaning.c_str()));
   RETURN_IF_ERROR(Put(*equipment, DCM_Manufacturer, TruncateValue(manufacturer, 64)));
   if (!algorithm.model_name.empty()) {
     RETURN_IF_ERROR(Put(*equipment, DCM_ManufacturerModelName, TruncateValue(algorithm.model_name, 64)));
@@ -220,6 +226,50 @@ absl::Status AddResultCommon(DcmItem& target, const AlgorithmInfo& algorithm, co
   if (!algorithm.model_version.empty()) description += " version " + algorithm.model_version;
   RETURN_IF_ERROR(Put(*equipment, DCM_ContributionDescription, TruncateValue(description, 1024)));
   return absl::OkStatus();
+}
+
+absl::Status AddRenderedCapture(DcmItem& target, DcmItem& source, const std::string& source_class,
+                                const std::string& source_instance, uint32_t frame, const ContentTime& when,
+                                uint32_t rows, uint32_t columns, const std::vector<uint8_t>& rgb) {
+  // A lossy source stays flagged as such in anything derived from it.
+  OFString lossy;
+  if (source.findAndGetOFString(DCM_LossyImageCompression, lossy).good() && lossy == "01") {
+    RETURN_IF_ERROR(Put(target, DCM_LossyImageCompression, "01"));
+  }
+  DcmItem* ref = nullptr;
+  RETURN_IF_ERROR(FromCondition(target.findOrCreateSequenceItem(DCM_SourceImageSequence, ref, 0),
+                                "creating Source Image Sequence"));
+  RETURN_IF_ERROR(Put(*ref, DCM_ReferencedSOPClassUID, source_class));
+  RETURN_IF_ERROR(Put(*ref, DCM_ReferencedSOPInstanceUID, source_instance));
+  if (frame > 0) RETURN_IF_ERROR(Put(*ref, DCM_ReferencedFrameNumber, std::to_string(frame)));
+  DcmItem* purpose = nullptr;
+  RETURN_IF_ERROR(FromCondition(ref->findOrCreateSequenceItem(DCM_PurposeOfReferenceCodeSequence, purpose, 0),
+                                "creating Purpose of Reference Code Sequence"));
+  // CID 7202 Source Image Purpose of Reference.
+  RETURN_IF_ERROR(Put(*purpose, DCM_CodeValue, "121322"));
+  RETURN_IF_ERROR(Put(*purpose, DCM_CodingSchemeDesignator, "DCM"));
+  RETURN_IF_ERROR(Put(*purpose, DCM_CodeMeaning, "Source image for image processing operation"));
+
+  // SC Equipment and SC Image
+  RETURN_IF_ERROR(Put(target, DCM_ConversionType, "WSD"));
+  RETURN_IF_ERROR(Put(target, DCM_DateOfSecondaryCapture, when.date));
+  RETURN_IF_ERROR(Put(target, DCM_TimeOfSecondaryCapture, when.time));
+
+  // Image Pixel
+  if (rows > 0xffff || columns > 0xffff || rgb.size() != uint64_t{rows} * columns * 3) {
+    return absl::InvalidArgumentError("rendered image does not match its size");
+  }
+  RETURN_IF_ERROR(FromCondition(target.putAndInsertUint16(DCM_SamplesPerPixel, 3), "writing Samples per Pixel"));
+  RETURN_IF_ERROR(Put(target, DCM_PhotometricInterpretation, "RGB"));
+  RETURN_IF_ERROR(FromCondition(target.putAndInsertUint16(DCM_PlanarConfiguration, 0), "writing Planar Configuration"));
+  RETURN_IF_ERROR(FromCondition(target.putAndInsertUint16(DCM_Rows, static_cast<Uint16>(rows)), "writing Rows"));
+  RETURN_IF_ERROR(FromCondition(target.putAndInsertUint16(DCM_Columns, static_cast<Uint16>(columns)), "writing Columns"));
+  RETURN_IF_ERROR(FromCondition(target.putAndInsertUint16(DCM_BitsAllocated, 8), "writing Bits Allocated"));
+  RETURN_IF_ERROR(FromCondition(target.putAndInsertUint16(DCM_BitsStored, 8), "writing Bits Stored"));
+  RETURN_IF_ERROR(FromCondition(target.putAndInsertUint16(DCM_HighBit, 7), "writing High Bit"));
+  RETURN_IF_ERROR(FromCondition(target.putAndInsertUint16(DCM_PixelRepresentation, 0), "writing Pixel Representation"));
+  return FromCondition(target.putAndInsertUint8Array(DCM_PixelData, rgb.data(), static_cast<unsigned long>(rgb.size())),
+                       "writing Pixel Data");
 }
 
 absl::StatusOr<std::string> SerializePart10(DcmFileFormat& file) {

@@ -6,7 +6,9 @@
 #pragma once
 
 #include <memory>
+#include <cstdint>
 #include <string>
+#include <vector>
 #include <string_view>
 
 #include "common/status.h"
@@ -22,6 +24,9 @@ namespace secondread::scp::internals {
 // as context; OK for a good condition.
 absl::Status FromCondition(const OFCondition& cond, std::string_view what);
 
+// Writes a text value (all values, backslash-separated) into `target`.
+absl::Status Put(DcmItem& target, const DcmTagKey& tag, const std::string& value);
+
 // Reads a spool file. With with_pixel_data false, large values (the frames)
 // are not read into memory unless accessed, which is all an SR needs.
 // NOT_FOUND when the file is missing or unreadable, INVALID_ARGUMENT when it
@@ -35,8 +40,8 @@ absl::StatusOr<std::unique_ptr<DcmFileFormat>> LoadSource(const std::string& pat
 absl::Status CopyPatientAndStudy(DcmItem& source, DcmItem& target);
 
 // Writes SOP Common (SOP Class/Instance UID, Instance Creation Date/Time,
-// Contributing Equipment Sequence with purpose (DCM, 109103, "Processing
-// Algorithm")), General Series (Modality, Series Instance UID, Series Number,
+// Contributing Equipment Sequence with purpose (DCM, 109102, "Processing
+// Equipment")), General Series (Modality, Series Instance UID, Series Number,
 // Series Description truncated to 64 characters), General Equipment
 // (Manufacturer, Manufacturer's Model Name = model name, Software Versions =
 // the node's version), Content Date/Time and Instance Number. Existing values
@@ -44,6 +49,15 @@ absl::Status CopyPatientAndStudy(DcmItem& source, DcmItem& target);
 absl::Status AddResultCommon(DcmItem& target, const AlgorithmInfo& algorithm, const ResultIdentity& identity,
                              const ContentTime& when, const std::string& sop_class_uid,
                              const std::string& modality, const std::string& series_description);
+
+// What a rendered Secondary Capture of ours ends with: Lossy Image
+// Compression "01" kept from a lossy source, the Source Image Sequence (the
+// source instance, its frame when frame > 0, purpose 121322), SC Equipment
+// (WSD) and SC Image dates, and 8-bit RGB Image Pixel of rows x columns from
+// `rgb`.
+absl::Status AddRenderedCapture(DcmItem& target, DcmItem& source, const std::string& source_class,
+                                const std::string& source_instance, uint32_t frame, const ContentTime& when,
+                                uint32_t rows, uint32_t columns, const std::vector<uint8_t>& rgb);
 
 // The complete Part 10 file in Explicit VR Little Endian. The File Meta
 // Information is rebuilt from the dataset, so nothing of the source's meta

@@ -9,7 +9,6 @@
 source "$(dirname "$0")/lib/common.sh"
 source "$(dirname "$0")/lib/results.sh"
 it_setup "$@"
-INFER_RECORDER=${INFER_RECORDER:-$BUILD_DIR/tests/infer_recorder}
 it_also_on_exit '[ -n "${REC_PID:-}" ] && kill "$REC_PID" 2>/dev/null'
 
 # A model repository: the reference model as it is, and the same weights under
@@ -47,11 +46,7 @@ instance_group: {kind: cpu, count: 1}
 YAML
 
 worker_up --repo "$REPO" --set cpu.threads=1
-"$INFER_RECORDER" --listen 127.0.0.1:0 --upstream "$SECONDREAD_WORKER_ADDR" --out "$WORK/requests.bin" \
-  --images "$WORK/images.txt" --port-file "$WORK/recorder.port" >"$WORK/recorder.log" 2>&1 &
-REC_PID=$!
-for _ in $(seq 1 300); do [ -s "$WORK/recorder.port" ] && break; sleep 0.1; done
-[ -s "$WORK/recorder.port" ] || fail "the recorder did not start"
+recorder_up
 
 cat >"$WORK/routing.yaml" <<'YAML'
 routing:
@@ -65,7 +60,7 @@ routing:
       models: [{name: synthetic-nodule-demo}]
       completeness: {trigger: instance}
 YAML
-IT_WORKER=1 node_up --routing "$WORK/routing.yaml" --set "inference.endpoints=[127.0.0.1:$(cat "$WORK/recorder.port")]"
+IT_WORKER=1 node_up --routing "$WORK/routing.yaml" --set "inference.endpoints=[$RECORDER_ADDR]"
 
 $PY "$IT_REPO/tools/gen_instances.py" "$WORK/ct" --kind ct --count 3 >/dev/null
 send "$WORK"/ct/*.dcm >/dev/null 2>&1 || fail "storescu CT"

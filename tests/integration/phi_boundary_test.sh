@@ -7,16 +7,11 @@
 source "$(dirname "$0")/lib/common.sh"
 source "$(dirname "$0")/lib/results.sh"
 it_setup "$@"
-INFER_RECORDER=${INFER_RECORDER:-$BUILD_DIR/tests/infer_recorder}
 it_also_on_exit '[ -n "${REC_PID:-}" ] && kill "$REC_PID" 2>/dev/null'
 
 worker_up --set cpu.threads=1
-"$INFER_RECORDER" --listen 127.0.0.1:0 --upstream "$SECONDREAD_WORKER_ADDR" --out "$WORK/requests.bin" \
-  --port-file "$WORK/recorder.port" >"$WORK/recorder.log" 2>&1 &
-REC_PID=$!
-for _ in $(seq 1 300); do [ -s "$WORK/recorder.port" ] && break; sleep 0.1; done
-[ -s "$WORK/recorder.port" ] || fail "the recorder did not start"
-node_up --set "inference.endpoints=[127.0.0.1:$(cat "$WORK/recorder.port")]"
+recorder_up
+node_up --set "inference.endpoints=[$RECORDER_ADDR]"
 
 # storescu sends a compressed object as it is only when told to propose its
 # transfer syntax; otherwise it would decompress it first.

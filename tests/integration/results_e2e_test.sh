@@ -55,7 +55,7 @@ study, src, flagged = sys.argv[3], sys.argv[4], sys.argv[5] == "1"
 assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34", sr.SOPClassUID
 assert sr.StudyInstanceUID == study and sc.StudyInstanceUID == study, "not in the source study"
 assert sr.VerificationFlag == "UNVERIFIED"
-assert sr.ContributingEquipmentSequence[0].PurposeOfReferenceCodeSequence[0].CodeValue == "109103"
+assert sr.ContributingEquipmentSequence[0].PurposeOfReferenceCodeSequence[0].CodeValue == "109102"
 assert "AI" in sr.SeriesDescription and "AI" in sc.SeriesDescription
 assert list(sc.ImageType)[:2] == ["DERIVED", "SECONDARY"], sc.ImageType
 assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == src

@@ -653,8 +653,26 @@
     if (r.state && r.state !== 'done') {
       box.appendChild(h('p', { class: 'muted', text: 'AI read ' + r.state.replace('_', ' ') + '.' }));
     }
+    const skipped = r.skipped_images || [];
+    // The AI did not look at these: the radiologist must not take its
+    // silence about them for a negative. Burned-in text keeps an image on
+    // the node; any other reason is pixel data that did not decode.
+    const burned = skipped.filter(s => String(s.reason || '').startsWith('burned_in'));
+    const undecoded = skipped.length - burned.length;
+    const images = n => n + (n === 1 ? ' image was' : ' images were');
+    const them = n => (n === 1 ? 'it.' : 'them.');
+    if (burned.length) {
+      box.appendChild(h('p', { class: 'finding-skipped', testid: 'skipped-images',
+        text: images(burned.length) + ' not shown to the AI: burned-in text may carry patient details. ' +
+          'The AI result says nothing about ' + them(burned.length) }));
+    }
+    if (undecoded) {
+      box.appendChild(h('p', { class: 'finding-skipped', testid: 'undecoded-images',
+        text: images(undecoded) + ' not shown to the AI: the pixel data could not be decoded. ' +
+          'The AI result says nothing about ' + them(undecoded) }));
+    }
     const findings = (r.findings || []).slice().sort((a, b) => (b.score || 0) - (a.score || 0));
-    if (!findings.length && (!r.state || r.state === 'done')) {
+    if (!findings.length && !skipped.length && (!r.state || r.state === 'done')) {
       box.appendChild(h('p', { class: 'muted', text: 'No findings reported by the AI.' }));
     }
     for (const f of findings) {

@@ -74,6 +74,20 @@ node_restart() {  # [dev-up args...]
   source "$NODE/env"
 }
 
+# Starts the recording gRPC proxy (integration/tools/infer_recorder.cc) in
+# front of the worker at SECONDREAD_WORKER_ADDR. It keeps every request in
+# $WORK/requests.bin and lists each image sent in $WORK/images.txt; the node
+# reaches it at RECORDER_ADDR. The caller stops REC_PID at exit.
+recorder_up() {
+  local recorder=${INFER_RECORDER:-$BUILD_DIR/tests/infer_recorder}
+  "$recorder" --listen 127.0.0.1:0 --upstream "$SECONDREAD_WORKER_ADDR" --out "$WORK/requests.bin" \
+    --images "$WORK/images.txt" --port-file "$WORK/recorder.port" >"$WORK/recorder.log" 2>&1 &
+  REC_PID=$!
+  for _ in $(seq 1 300); do [ -s "$WORK/recorder.port" ] && break; sleep 0.1; done
+  [ -s "$WORK/recorder.port" ] || fail "the recorder did not start"
+  RECORDER_ADDR="127.0.0.1:$(cat "$WORK/recorder.port")"
+}
+
 fail() { echo "FAIL [$TEST_NAME]: $*" >&2; exit 1; }
 pass() { PASSED=$((PASSED + 1)); echo "PASS [$TEST_NAME]: $*"; }
 finish() { echo "$TEST_NAME: $PASSED passed, 0 failed"; }

@@ -15,6 +15,9 @@
 # as the PACS that receives results); then it listens on ORTHANC_DICOM_PORT,
 # also on every interface, and only this machine's loopback clients use it.
 # ORTHANC_DICOM_PORT may be preset to restart an Orthanc on the same port.
+# ORTHANC_EXTRA_CONFIG may name a JSON file whose top-level keys are merged
+# into the configuration last (DICOM TLS settings, modalities with
+# "UseDicomTls").
 
 ORTHANC_START_TIMEOUT=${ORTHANC_START_TIMEOUT:-60}
 
@@ -27,7 +30,7 @@ orthanc_bin() {
 }
 
 orthanc_free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+  python3 "$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)/scripts/lib/free_port.py"
 }
 
 orthanc_start() {  # dir name aet host port
@@ -38,9 +41,10 @@ orthanc_start() {  # dir name aet host port
   dicom_port=${ORTHANC_DICOM_PORT:-$(orthanc_free_port)}
   ORTHANC_DICOM_PORT=$dicom_port
   ORTHANC_HTTP_PORT=$http_port
-  python3 - "$dir" "$http_port" "$dicom_port" "$name" "$aet" "$host" "$port" "${ORTHANC_DICOM:-0}" <<'PY'
+  python3 - "$dir" "$http_port" "$dicom_port" "$name" "$aet" "$host" "$port" "${ORTHANC_DICOM:-0}" \
+    "${ORTHANC_EXTRA_CONFIG:-}" <<'PY'
 import json, os, sys
-d, http_port, dicom_port, name, aet, host, port, dicom = sys.argv[1:]
+d, http_port, dicom_port, name, aet, host, port, dicom, extra = sys.argv[1:]
 cfg = {
     "Name": "secondread-test",
     "StorageDirectory": os.path.join(d, "storage"),
@@ -69,6 +73,9 @@ cfg = {
     # configured for AI results should.
     "OverwriteInstances": dicom == "1",
 }
+if extra:
+    with open(extra) as f:
+        cfg.update(json.load(f))
 with open(os.path.join(d, "orthanc.json"), "w") as f:
     json.dump(cfg, f, indent=2)
 PY

@@ -90,5 +90,18 @@ sizes: [8, 16]
   EXPECT_NE(unknown.message().find("labels.1.typo"), std::string::npos);
 }
 
+// Found by fuzz/config_fuzzer: a mapping key that is itself a list or a
+// mapping (YAML's "? " complex key) made the unknown-key check throw from
+// yaml-cpp, and the node ended in std::terminate instead of naming the
+// problem.
+TEST(ConfigTreeTest, ComplexKeyIsAnErrorNotACrash) {
+  for (const char* yaml : {"? [a, b]\n: 1\n", "api:\n  tokens:\n  ? - name: x\n", "dicom:\n  ? {a: 1}\n  : 2\n"}) {
+    auto t = ConfigTree::FromString(yaml);
+    ASSERT_TRUE(t.ok()) << yaml;
+    absl::Status st = t->CheckNoUnknownKeys();
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << yaml;
+  }
+}
+
 }  // namespace
 }  // namespace secondread::config

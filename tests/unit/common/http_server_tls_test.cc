@@ -2,8 +2,15 @@
 // the route's answer, a plain-HTTP client gets nothing, and a certificate and
 // key that do not belong together are refused at start. The certificates are
 // made by the openssl command for each run.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
 
 #include <cstdlib>
 #include <filesystem>
@@ -63,6 +70,7 @@ TEST_F(HttpServerTlsTest, ServesHttpsToAClientThatTrustsTheCertificate) {
   ASSERT_TRUE(res) << httplib::to_string(res.error());
   EXPECT_EQ(res->status, 200);
   EXPECT_NE(res->body.find("tls"), std::string::npos);
+  EXPECT_EQ(res->get_header_value("Strict-Transport-Security"), "max-age=31536000");
 
   // A client that trusts another certificate does not get through.
   httplib::SSLClient stranger("127.0.0.1", (*server)->port());
@@ -75,6 +83,37 @@ TEST_F(HttpServerTlsTest, ServesHttpsToAClientThatTrustsTheCertificate) {
   plain.set_read_timeout(2, 0);
   auto clear = plain.Get("/hello");
   EXPECT_TRUE(!clear || clear->status >= 400);
+  (*server)->Stop();
+}
+
+TEST_F(HttpServerTlsTest, AClientThatNeverFinishesTheHandshakeIsDropped) {
+  HttpServerOptions opt;
+  opt.port = 0;
+  opt.tls_cert_file = Path("a.crt");
+  opt.tls_key_file = Path("a.key");
+  opt.limits.header_timeout_s = 1;
+  auto server = HttpServer::Start(opt, Routes());
+  ASSERT_TRUE(server.ok()) << server.status();
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in dst{};
+  dst.sin_family = AF_INET;
+  dst.sin_port = htons((*server)->port());
+  inet_pton(AF_INET, "127.0.0.1", &dst.sin_addr);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&dst), sizeof dst), 0);
+  auto start = std::chrono::steady_clock::now();
+  pollfd p{fd, POLLIN, 0};
+  ASSERT_EQ(::poll(&p, 1, 8000), 1) << "the server kept a silent TLS client";
+  char buf[16];
+  EXPECT_LE(::recv(fd, buf, sizeof buf, 0), 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(4));
+  ::close(fd);
+  // Others are still served.
+  httplib::SSLClient client("127.0.0.1", (*server)->port());
+  client.set_ca_cert_path(Path("a.crt").c_str());
+  client.enable_server_certificate_verification(true);
+  auto res = client.Get("/hello");
+  ASSERT_TRUE(res) << httplib::to_string(res.error());
+  EXPECT_EQ(res->status, 200);
   (*server)->Stop();
 }
 

@@ -28,5 +28,19 @@ TEST(CallerRuleTest, AllowListHonoursHostBinding) {
   EXPECT_FALSE(CallerAllowed({}, "STORESCU", "127.0.0.1"));
 }
 
+TEST(CallerRuleTest, TlsSubjectBindingIsExactAndPerAeTitle) {
+  std::vector<CallerSubject> b = {{"PACS", "CN=pacs.example.org,O=Hospital"},
+                                  {"PACS", "CN=pacs2.example.org,O=Hospital"},
+                                  {"CT1", "CN=ct1,O=Hospital"}};
+  EXPECT_TRUE(SubjectBound(b, "PACS", "CN=pacs.example.org,O=Hospital"));
+  EXPECT_TRUE(SubjectBound(b, "PACS", "CN=pacs2.example.org,O=Hospital"));
+  EXPECT_FALSE(SubjectBound(b, "PACS", "CN=ct1,O=Hospital")) << "another AE's certificate";
+  EXPECT_FALSE(SubjectBound(b, "CT1", "CN=pacs.example.org,O=Hospital"));
+  EXPECT_FALSE(SubjectBound(b, "PACS", "CN=pacs.example.org,O=Hospital,OU=x")) << "subjects compare exactly";
+  EXPECT_FALSE(SubjectBound(b, "PACS", "cn=pacs.example.org,o=Hospital"));
+  EXPECT_FALSE(SubjectBound(b, "PACS", "")) << "no certificate";
+  EXPECT_FALSE(SubjectBound({}, "PACS", "CN=pacs.example.org,O=Hospital"));
+}
+
 }  // namespace
 }  // namespace secondread::scp

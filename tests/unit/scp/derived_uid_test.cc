@@ -59,5 +59,56 @@ TEST(DerivedUidTest, MatchesKnownValue) {
   EXPECT_EQ(DerivedUid({"a"}), "2.25.86913813795048362173353983044502758271");
 }
 
+// The three ways two reads of one study used to name different content
+// with one UID, and the re-send that must keep its UID.
+class ReadUidTest : public ::testing::Test {
+ protected:
+  ReadIdentity Study(const std::string& rule) const { return {"1.2.3", rule, "nodule", "2", ""}; }
+  ReadIdentity Instance(const std::string& rule, const std::string& sop) const {
+    return {"1.2.3", rule, "nodule", "2", sop};
+  }
+  const ImageKey a_{"1.2.3.1", 0};
+  const ImageKey b_{"1.2.3.2", 0};
+};
+
+TEST_F(ReadUidTest, TwoRulesWithOneModelOnOneStudyDiffer) {
+  EXPECT_NE(ReadSrUid(Study("chest"), {a_}), ReadSrUid(Study("chest-stat"), {a_}));
+  EXPECT_NE(ReadScUid(Study("chest"), a_), ReadScUid(Study("chest-stat"), a_));
+  EXPECT_NE(ReadSeriesUid(Study("chest"), "sr"), ReadSeriesUid(Study("chest-stat"), "sr"));
+}
+
+TEST_F(ReadUidTest, ReReadOfAGrownStudyGetsANewSrAndKeepsTheScsOfItsImages) {
+  const ReadIdentity read = Study("late");
+  EXPECT_NE(ReadSrUid(read, {a_}), ReadSrUid(read, {a_, b_}));
+  EXPECT_EQ(ReadScUid(read, a_), ReadScUid(read, a_));
+  EXPECT_NE(ReadScUid(read, a_), ReadScUid(read, b_));
+}
+
+TEST_F(ReadUidTest, PerInstanceAndStudyReadOfOneImageDiffer) {
+  // Even under one rule name (a rule renamed between the two reads).
+  EXPECT_NE(ReadSrUid(Instance("cr", a_.sop_instance_uid), {a_}), ReadSrUid(Study("cr"), {a_}));
+  EXPECT_NE(ReadScUid(Instance("cr", a_.sop_instance_uid), a_), ReadScUid(Study("cr"), a_));
+  EXPECT_NE(ReadSrUid(Instance("cr", a_.sop_instance_uid), {a_}), ReadSrUid(Study("cr-study"), {a_}));
+  EXPECT_NE(ReadScUid(Instance("cr", a_.sop_instance_uid), a_), ReadScUid(Study("cr-study"), a_));
+}
+
+TEST_F(ReadUidTest, SameReadOfSameImagesKeepsItsUids) {
+  EXPECT_EQ(ReadSrUid(Study("chest"), {a_, b_}), ReadSrUid(Study("chest"), {b_, a_}));
+  EXPECT_EQ(ReadScUid(Study("chest"), b_), ReadScUid(Study("chest"), b_));
+  EXPECT_NE(ReadSrUid(Study("chest"), {a_}), ReadSrUid(Study("chest"), {{"1.2.3.1", 2}}));
+  const std::string uid = ReadSrUid(Study("chest"), {a_, b_});
+  EXPECT_TRUE(ValidUidSyntax(uid)) << uid;
+  EXPECT_LE(uid.size(), 44u);
+}
+
+TEST_F(ReadUidTest, ModelVersionAndStudyStillCount) {
+  ReadIdentity other = Study("chest");
+  other.version = "3";
+  EXPECT_NE(ReadSrUid(Study("chest"), {a_}), ReadSrUid(other, {a_}));
+  other = Study("chest");
+  other.study_uid = "1.2.4";
+  EXPECT_NE(ReadScUid(Study("chest"), a_), ReadScUid(other, a_));
+}
+
 }  // namespace
 }  // namespace secondread::scp

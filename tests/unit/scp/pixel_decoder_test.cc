@@ -2,19 +2,26 @@
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <fcntl.h>
 #include <unistd.h>
 
+#include <cerrno>
+
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <functional>
 #include <string>
 #include <vector>
 
 #include "dcmtk/dcmdata/dcdeftag.h"
 #include "dcmtk/dcmdata/dcfilefo.h"
+#include "dcmtk/dcmdata/dcmetinf.h"
+#include "dcmtk/dcmdata/dcostrmb.h"
 #include "dcmtk/dcmdata/dcuid.h"
 #include "dcmtk/dcmdata/dcxfer.h"
 
@@ -24,7 +31,7 @@ namespace {
 namespace fs = std::filesystem;
 
 class PixelDecoderTest : public ::testing::Test {
- protected:
+ public:
   void SetUp() override {
     std::string templ = (fs::temp_directory_path() / "sr-pixels-XXXXXX").string();
     ASSERT_NE(mkdtemp(templ.data()), nullptr);
@@ -430,6 +437,266 @@ TEST_F(PixelDecoderTest, NonDicomIsRefused) {
   EXPECT_EQ(image.status().code(), absl::StatusCode::kInvalidArgument) << image.status();
   image = DecodeImageFile(Path("missing.dcm"), {});
   EXPECT_FALSE(image.ok());
+}
+
+// A fuzzer input from fuzz/regressions/, spooled as the receiver does:
+// DCMTK's meta header for the transfer syntax its first byte names (here
+// always JPEG 2000 Lossless Only), then the data set.
+std::string SpoolFuzzInput(const std::string& name, const std::string& path) {
+  std::ifstream in(std::string(SECONDREAD_SOURCE_DIR) + "/fuzz/regressions/" + name, std::ios::binary);
+  EXPECT_TRUE(in) << name;
+  const std::string input((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(input.at(0), 11);  // fuzz/part10_input.cc: JPEG 2000 Lossless Only
+  DcmFileFormat ff;
+  ff.getDataset()->putAndInsertString(DCM_SOPClassUID, UID_SecondaryCaptureImageStorage);
+  ff.getDataset()->putAndInsertString(DCM_SOPInstanceUID, "1.2.3.4");
+  EXPECT_TRUE(ff.validateMetaInfo(EXS_JPEG2000LosslessOnly).good());
+  char buf[4096];
+  DcmOutputBufferStream meta_out(buf, sizeof buf);
+  ff.getMetaInfo()->transferInit();
+  EXPECT_TRUE(ff.getMetaInfo()->write(meta_out, EXS_LittleEndianExplicit, EET_ExplicitLength, nullptr).good());
+  ff.getMetaInfo()->transferEnd();
+  void* meta = nullptr;
+  offile_off_t meta_length = 0;
+  meta_out.flushBuffer(meta, meta_length);
+  std::ofstream f(path, std::ios::binary);
+  f.write(static_cast<const char*>(meta), meta_length);
+  f.write(input.data() + 1, static_cast<std::streamsize>(input.size() - 1));
+  return path;
+}
+
+// Found by fuzz/pixel_decoder_fuzzer (the input is
+// fuzz/regressions/pixel_decoder_jpeg2000_samples_as_AS): a JPEG 2000 object
+// whose Samples per Pixel is encoded with VR AS instead of US. Debian's GDCM
+// asserts on such an attribute and the assertion aborted the node.
+TEST_F(PixelDecoderTest, Jpeg2000WithAWrongVrIsRefusedNotAborted) {
+  auto image = DecodeImageFile(SpoolFuzzInput("pixel_decoder_jpeg2000_samples_as_AS", Path("fuzzed.dcm")), {});
+  EXPECT_EQ(image.status().code(), absl::StatusCode::kInvalidArgument) << image.status();
+}
+
+// Found by fuzz/pixel_decoder_fuzzer: a broken codestream on which GDCM's
+// JPEG2000Codec::GetHeaderInfo reads out of bounds (ASan stops there; a
+// normal build reads garbage or dies). GDCM runs in a child process, so the
+// read fails with a reason and the caller (the node, this test) lives on.
+TEST_F(PixelDecoderTest, Jpeg2000CodecOutOfBoundsFailsTheDecodeNotTheProcess) {
+  const std::string path = SpoolFuzzInput("pixel_decoder_jpeg2000_gdcm_header_segv", Path("segv.dcm"));
+  auto image = DecodeImageFile(path, {});
+  EXPECT_EQ(image.status().code(), absl::StatusCode::kInvalidArgument) << image.status();
+}
+
+// Found by fuzz/pixel_decoder_fuzzer in a longer run: broken codestreams on
+// which GDCM's JPEG2000Codec::DecodeByStreamsCommon frees a pointer it did
+// not allocate (through opj_destroy_codec) or writes past a heap buffer, and
+// one it decodes for longer than the fuzzer's 10 s. In the node each would
+// corrupt or end the process; in the decoder process each fails its image
+// with a reason (which one depends on what the corrupted heap does next).
+TEST_F(PixelDecoderTest, Jpeg2000MemoryCorruptionInGdcmFailsOnlyTheDecode) {
+  DecodeOptions options;
+  options.decoder.cpu_seconds = 3;
+  options.decoder.wall_seconds = 6;
+  for (const char* name : {"pixel_decoder_jpeg2000_gdcm_bad_free", "pixel_decoder_jpeg2000_gdcm_heap_write",
+                           "pixel_decoder_jpeg2000_gdcm_slow"}) {
+    auto image = DecodeImageFile(SpoolFuzzInput(name, Path(std::string(name) + ".dcm")), options);
+    ASSERT_FALSE(image.ok()) << name;
+    const std::string reason = DecodeFailureReason(image.status());
+    std::cout << name << ": " << reason << "\n";
+    EXPECT_TRUE(reason == kDecoderCrashed || reason == kDecoderTimeout || reason == "undecodable")
+        << name << ": " << image.status();
+  }
+}
+
+// One small CT object in each compressed transfer syntax, for the decoder
+// process tests.
+std::vector<std::pair<std::string, std::string>> EveryCodec(PixelDecoderTest& t, const std::string& native) {
+  const std::pair<const char*, const char*> codecs[] = {
+      {"jpeg", "dcmcjpeg"}, {"jpegls", "dcmcjpls"}, {"rle", "dcmcrle"}, {"j2k", "gdcmconv --j2k"}};
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& [name, command] : codecs) {
+    const std::string path = t.Path(std::string(name) + ".dcm");
+    EXPECT_EQ(RunQuiet(std::string(command) + " " + native + " " + path), 0) << name;
+    out.emplace_back(name, path);
+  }
+  return out;
+}
+
+std::string NativeCt(PixelDecoderTest& t, uint16_t rows = 64, uint16_t columns = 64) {
+  Mono16 spec;
+  spec.rows = rows;
+  spec.columns = columns;
+  spec.pixels = Ramp(rows, columns);
+  spec.extra = CtWindow;
+  WriteMono16(t.Path("ct.dcm"), spec);
+  return t.Path("ct.dcm");
+}
+
+// A codec that dies (here made to abort deliberately) fails that one decode
+// with its reason, in every codec family; the process that asked goes on
+// decoding, and the same object decodes when the codec does not die (with
+// the seccomp filter in place).
+TEST_F(PixelDecoderTest, EveryCodecCrashFailsTheDecodeNotTheProcess) {
+  for (const auto& [name, path] : EveryCodec(*this, NativeCt(*this))) {
+    SCOPED_TRACE(name);
+    DecodeOptions crash;
+    crash.fault_for_test = DecoderFaultForTest::kCrash;
+    auto image = DecodeImageFile(path, crash);
+    ASSERT_FALSE(image.ok());
+    EXPECT_EQ(image.status().code(), absl::StatusCode::kInvalidArgument) << image.status();
+    EXPECT_EQ(DecodeFailureReason(image.status()), kDecoderCrashed) << image.status();
+    EXPECT_NE(std::string(image.status().message()).find("crashed"), std::string::npos) << image.status();
+    auto again = DecodeImageFile(path, {});
+    ASSERT_TRUE(again.ok()) << again.status();
+    ASSERT_EQ(again->frames.size(), 1u);
+  }
+}
+
+// Isolated and in-process decodes of the same objects give the same pixels,
+// the colour JPEG whose codec turns YBR_FULL_422 into RGB among them.
+TEST_F(PixelDecoderTest, IsolatedAndInProcessDecodesAgree) {
+  auto objects = EveryCodec(*this, NativeCt(*this));
+  DcmFileFormat ff;
+  DcmDataset* ds = ff.getDataset();
+  AddIdentity(ds, UID_SecondaryCaptureImageStorage);
+  ds->putAndInsertUint16(DCM_Rows, 32);
+  ds->putAndInsertUint16(DCM_Columns, 48);
+  ds->putAndInsertUint16(DCM_BitsAllocated, 8);
+  ds->putAndInsertUint16(DCM_BitsStored, 8);
+  ds->putAndInsertUint16(DCM_HighBit, 7);
+  ds->putAndInsertUint16(DCM_PixelRepresentation, 0);
+  ds->putAndInsertUint16(DCM_SamplesPerPixel, 3);
+  ds->putAndInsertUint16(DCM_PlanarConfiguration, 0);
+  ds->putAndInsertString(DCM_PhotometricInterpretation, "RGB");
+  std::vector<Uint8> rgb;
+  for (int r = 0; r < 32; ++r)
+    for (int c = 0; c < 48; ++c) {
+      rgb.push_back(static_cast<Uint8>(r * 7));
+      rgb.push_back(static_cast<Uint8>(c * 5));
+      rgb.push_back(static_cast<Uint8>((r * c) % 256));
+    }
+  ds->putAndInsertUint8Array(DCM_PixelData, rgb.data(), rgb.size());
+  ASSERT_TRUE(ff.saveFile(Path("rgb.dcm").c_str(), EXS_LittleEndianExplicit).good());
+  ASSERT_EQ(RunQuiet("dcmcjpeg --encode-baseline " + Path("rgb.dcm") + " " + Path("rgb-jpeg.dcm")), 0);
+  ASSERT_EQ(RunQuiet("dcmcrle " + Path("rgb.dcm") + " " + Path("rgb-rle.dcm")), 0);
+  objects.emplace_back("rgb-jpeg", Path("rgb-jpeg.dcm"));
+  objects.emplace_back("rgb-rle", Path("rgb-rle.dcm"));
+  for (const auto& [name, path] : objects) {
+    SCOPED_TRACE(name);
+    DecodeOptions in_process;
+    in_process.decoder.isolate = false;
+    auto reference = DecodeImageFile(path, in_process);
+    ASSERT_TRUE(reference.ok()) << reference.status();
+    auto image = DecodeImageFile(path, {});
+    ASSERT_TRUE(image.ok()) << image.status();
+    ASSERT_EQ(image->frames.size(), reference->frames.size());
+    EXPECT_EQ(image->frames[0].pixels, reference->frames[0].pixels);
+    EXPECT_EQ(image->source_photometric, reference->source_photometric);
+    DecodeOptions values = in_process;
+    values.modality_values = true;
+    auto reference_values = DecodeImageFile(path, values);
+    values.decoder.isolate = true;
+    auto image_values = DecodeImageFile(path, values);
+    ASSERT_TRUE(reference_values.ok()) << reference_values.status();
+    ASSERT_TRUE(image_values.ok()) << image_values.status();
+    EXPECT_EQ(image_values->frames[0].values, reference_values->frames[0].values);
+  }
+}
+
+// A decoder that allocates without bound stops at its memory limit, and so
+// does a real codec asked for more than the limit allows; the caller's own
+// memory is not touched.
+TEST_F(PixelDecoderTest, RunawayAllocationHitsTheMemoryLimit) {
+  const std::string native = NativeCt(*this);
+  ASSERT_EQ(RunQuiet("dcmcjpls " + native + " " + Path("ct-jls.dcm")), 0);
+  DecodeOptions runaway;
+  runaway.decoder.memory_bytes = 64ull << 20;
+  runaway.fault_for_test = DecoderFaultForTest::kAllocate;
+  const auto start = std::chrono::steady_clock::now();
+  auto image = DecodeImageFile(Path("ct-jls.dcm"), runaway);
+  ASSERT_FALSE(image.ok());
+  EXPECT_EQ(image.status().code(), absl::StatusCode::kResourceExhausted) << image.status();
+  EXPECT_EQ(DecodeFailureReason(image.status()), kDecoderOutOfMemory) << image.status();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(20));
+
+  // 4096 x 4096 16-bit pixels are 32 MiB decoded, which glibc always maps
+  // afresh (the largest mmap threshold), so free memory the child inherited
+  // from this process cannot hold them; 8 MiB is not enough.
+  const std::string large = NativeCt(*this, 4096, 4096);
+  ASSERT_EQ(RunQuiet("dcmcjpls " + large + " " + Path("large-jls.dcm")), 0);
+  DecodeOptions small;
+  small.decoder.memory_bytes = 8ull << 20;
+  auto refused = DecodeImageFile(Path("large-jls.dcm"), small);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(DecodeFailureReason(refused.status()), kDecoderOutOfMemory) << refused.status();
+  auto decoded = DecodeImageFile(Path("large-jls.dcm"), {});
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+}
+
+// Under the seccomp filter a codec cannot reach the network or start a
+// process: the attempt ends the child, and the decode fails with its reason.
+TEST_F(PixelDecoderTest, NetworkAndNewProcessesAreForbiddenToTheDecoder) {
+  const std::string native = NativeCt(*this);
+  ASSERT_EQ(RunQuiet("dcmcrle " + native + " " + Path("ct-rle.dcm")), 0);
+  for (auto fault : {DecoderFaultForTest::kSocket, DecoderFaultForTest::kFork}) {
+    DecodeOptions options;
+    options.fault_for_test = fault;
+    auto image = DecodeImageFile(Path("ct-rle.dcm"), options);
+    ASSERT_FALSE(image.ok());
+    EXPECT_EQ(DecodeFailureReason(image.status()), kDecoderForbiddenSyscall) << image.status();
+    EXPECT_NE(std::string(image.status().message()).find("forbidden system call"), std::string::npos);
+  }
+}
+
+// The child holds none of the caller's descriptors (in the node: database
+// connections, associations, the workers' channels): what it writes to any
+// descriptor number reaches none of them.
+TEST_F(PixelDecoderTest, DecoderReachesNoDescriptorOfTheCaller) {
+  const std::string native = NativeCt(*this);
+  ASSERT_EQ(RunQuiet("dcmcjpls " + native + " " + Path("ct-jls.dcm")), 0);
+  int pipe_fds[2];
+  ASSERT_EQ(::pipe2(pipe_fds, O_NONBLOCK | O_CLOEXEC), 0);
+  DecodeOptions options;
+  options.fault_for_test = DecoderFaultForTest::kWriteInherited;
+  auto image = DecodeImageFile(Path("ct-jls.dcm"), options);
+  EXPECT_FALSE(image.ok());
+  char buf[16];
+  EXPECT_EQ(::read(pipe_fds[0], buf, sizeof buf), -1);
+  EXPECT_EQ(errno, EAGAIN);
+  ::close(pipe_fds[0]);
+  ::close(pipe_fds[1]);
+}
+
+// A decoder that never ends is stopped by the wall clock, and one that
+// burns CPU by its CPU-time limit.
+TEST_F(PixelDecoderTest, HungDecoderIsStoppedByItsClocks) {
+  const std::string native = NativeCt(*this);
+  ASSERT_EQ(RunQuiet("dcmcjpeg " + native + " " + Path("ct-jpeg.dcm")), 0);
+  DecodeOptions wall;
+  wall.fault_for_test = DecoderFaultForTest::kSpin;
+  wall.decoder.wall_seconds = 1;
+  const auto start = std::chrono::steady_clock::now();
+  auto image = DecodeImageFile(Path("ct-jpeg.dcm"), wall);
+  const auto took = std::chrono::steady_clock::now() - start;
+  ASSERT_FALSE(image.ok());
+  EXPECT_EQ(DecodeFailureReason(image.status()), kDecoderTimeout) << image.status();
+  EXPECT_NE(std::string(image.status().message()).find("ran past its 1 s"), std::string::npos) << image.status();
+  EXPECT_GE(took, std::chrono::milliseconds(900));
+  EXPECT_LT(took, std::chrono::seconds(15));
+
+  DecodeOptions cpu;
+  cpu.fault_for_test = DecoderFaultForTest::kSpin;
+  cpu.decoder.cpu_seconds = 1;
+  cpu.decoder.wall_seconds = 60;
+  image = DecodeImageFile(Path("ct-jpeg.dcm"), cpu);
+  ASSERT_FALSE(image.ok());
+  EXPECT_EQ(DecodeFailureReason(image.status()), kDecoderTimeout) << image.status();
+  EXPECT_NE(std::string(image.status().message()).find("CPU time"), std::string::npos) << image.status();
+}
+
+// Attribute and codec failures that are the object's own carry no decoder
+// reason of their own.
+TEST_F(PixelDecoderTest, ObjectFailuresAreUndecodable) {
+  auto image = DecodeImageFile(Path("missing.dcm"), {});
+  ASSERT_FALSE(image.ok());
+  EXPECT_EQ(DecodeFailureReason(image.status()), kUndecodable);
 }
 
 }  // namespace

@@ -234,6 +234,23 @@ TEST_F(StoreScuTest, SendsFilesInTheirOwnSyntaxes) {
   }
 }
 
+// An exporter that lost its claim stops between objects: what was sent
+// stays sent, nothing after it goes out.
+TEST_F(StoreScuTest, StopsBeforeTheNextObjectWhenToldTo) {
+  StoreScp scp(root_ / "out", {});
+  ASSERT_TRUE(scp.ready());
+  std::string uid1, uid2;
+  const std::string f1 = MakeImage("a.dcm", EXS_LittleEndianExplicit, &uid1);
+  const std::string f2 = MakeImage("b.dcm", EXS_LittleEndianExplicit, &uid2);
+  int asked = 0;
+  auto results = SendFiles(Destination(scp.port()), {f1, f2}, [&asked] { return ++asked < 2; });
+  ASSERT_FALSE(results.ok());
+  EXPECT_EQ(results.status().code(), absl::StatusCode::kAborted) << results.status();
+  EXPECT_EQ(asked, 2);
+  EXPECT_FALSE(Received(uid1).empty());
+  EXPECT_TRUE(Received(uid2).empty());
+}
+
 TEST_F(StoreScuTest, SendsCompressedObjectUnchangedWhenPeerAcceptsIt) {
   std::string uid;
   const std::string raw = MakeImage("raw.dcm", EXS_LittleEndianExplicit, &uid);
@@ -308,6 +325,241 @@ TEST_F(StoreScuTest, NoFilesIsEmptySuccess) {
   auto results = SendFiles(Destination(FreePort()), {});
   ASSERT_TRUE(results.ok());
   EXPECT_TRUE(results->empty());
+}
+
+// DICOM TLS against storescp +tls with certificates from scripts/lib/tls.sh:
+// a CA the destination's certificate chains to, and one it does not.
+class TlsStoreScuTest : public StoreScuTest {
+ protected:
+  void SetUp() override {
+    StoreScuTest::SetUp();
+    certs_ = root_ / "certs";
+    ASSERT_EQ(Certs("make_ca $D ca && make_ca $D other && "
+                    "issue_cert $D/ca $D/server /CN=pacs.test --server --san IP:127.0.0.1,DNS:localhost && "
+                    "issue_cert $D/ca $D/client /O=secondread/CN=SECONDREAD --client"),
+              0);
+  }
+
+  // Runs a shell snippet with the helper loaded and D set to the certificate directory.
+  int Certs(const std::string& snippet) {
+    const std::string script = std::string("set -e; source '") + SECONDREAD_SOURCE_DIR + "/scripts/lib/tls.sh'; D='" +
+                               certs_.string() + "'; " + snippet;
+    return RunTool({"bash", "-c", script});
+  }
+  std::string Cert(const std::string& name) const { return (certs_ / (name + ".pem")).string(); }
+  std::string Key(const std::string& name) const { return (certs_ / (name + ".key")).string(); }
+
+  // storescp over TLS with `server`'s certificate; client certificates are
+  // required and must chain to the first CA unless told otherwise.
+  std::vector<std::string> TlsScpArgs(const std::string& server, const std::string& peer_check = "-rc") const {
+    return {"+tls", Key(server), Cert(server), "+cf", Cert("ca"), peer_check};
+  }
+
+  StoreDestination TlsDestination(uint16_t port, const std::string& trusted = "ca",
+                                  const std::string& client = "client") const {
+    StoreDestination d = Destination(port);
+    d.tls.enabled = true;
+    d.tls.ca_file = Cert(trusted);
+    if (!client.empty()) {
+      d.tls.certificate_file = Cert(client);
+      d.tls.private_key_file = Key(client);
+    }
+    return d;
+  }
+
+  fs::path certs_;
+};
+
+TEST_F(TlsStoreScuTest, SendsOverTlsWithItsClientCertificate) {
+  StoreScp scp(root_ / "out", TlsScpArgs("server"));
+  ASSERT_TRUE(scp.ready());
+  std::string uid;
+  const std::string f = MakeImage("a.dcm", EXS_LittleEndianExplicit, &uid);
+  auto results = SendFiles(TlsDestination(scp.port()), {f});
+  ASSERT_TRUE(results.ok()) << results.status();
+  ASSERT_EQ(results->size(), 1u);
+  const std::string got = Received(uid);
+  ASSERT_FALSE(got.empty());
+  EXPECT_TRUE(DatasetBytes(f, root_ / "sent.bin") == DatasetBytes(got, root_ / "got.bin"));
+}
+
+// A destination limited to TLS 1.2 (storescp's Extended BCP 195 profile)
+// is served with one of the profile's TLS 1.2 cipher suites.
+TEST_F(TlsStoreScuTest, SendsToADestinationLimitedToTls12) {
+  std::vector<std::string> args = TlsScpArgs("server");
+  args.push_back("+pz");
+  StoreScp scp(root_ / "out", args);
+  ASSERT_TRUE(scp.ready());
+  std::string uid;
+  auto results = SendFiles(TlsDestination(scp.port()), {MakeImage("a.dcm", EXS_LittleEndianExplicit, &uid)});
+  ASSERT_TRUE(results.ok()) << results.status();
+  EXPECT_FALSE(Received(uid).empty());
+}
+
+// Exporter threads send at once: each association keeps its own trust and
+// its own failure reason.
+TEST_F(TlsStoreScuTest, ConcurrentSendsKeepTheirOwnOutcome) {
+  StoreScp good(root_ / "out", TlsScpArgs("server"));
+  StoreScp bad(root_ / "out", TlsScpArgs("server"));
+  ASSERT_TRUE(good.ready() && bad.ready());
+  const std::string f = MakeImage("a.dcm", EXS_LittleEndianExplicit, nullptr);
+  const StoreDestination trusted = TlsDestination(good.port());
+  const StoreDestination untrusted = TlsDestination(bad.port(), "other");
+  constexpr int kRounds = 4;
+  std::vector<absl::Status> good_results(kRounds), bad_results(kRounds);
+  std::thread a([&] {
+    for (int i = 0; i < kRounds; ++i) good_results[i] = SendFiles(trusted, {f}).status();
+  });
+  std::thread b([&] {
+    for (int i = 0; i < kRounds; ++i) bad_results[i] = SendFiles(untrusted, {f}).status();
+  });
+  a.join();
+  b.join();
+  for (int i = 0; i < kRounds; ++i) {
+    EXPECT_TRUE(good_results[i].ok()) << good_results[i];
+    EXPECT_EQ(bad_results[i].code(), absl::StatusCode::kUnavailable) << bad_results[i];
+    EXPECT_NE(bad_results[i].message().find("failed the check"), std::string::npos) << bad_results[i];
+  }
+}
+
+TEST_F(TlsStoreScuTest, PlainAssociationToATlsPortFails) {
+  StoreScp scp(root_ / "out", TlsScpArgs("server"));
+  ASSERT_TRUE(scp.ready());
+  const std::string f = MakeImage("a.dcm", EXS_LittleEndianExplicit, nullptr);
+  auto results = SendFiles(Destination(scp.port()), {f});
+  EXPECT_EQ(results.status().code(), absl::StatusCode::kUnavailable) << results.status();
+}
+
+TEST_F(TlsStoreScuTest, DestinationWhoseCertificateIsFromAnotherCaIsUnavailable) {
+  StoreScp scp(root_ / "out", TlsScpArgs("server"));
+  ASSERT_TRUE(scp.ready());
+  std::string uid;
+  const std::string f = MakeImage("a.dcm", EXS_LittleEndianExplicit, &uid);
+  auto results = SendFiles(TlsDestination(scp.port(), "other"), {f});
+  ASSERT_EQ(results.status().code(), absl::StatusCode::kUnavailable) << results.status();
+  const std::string message(results.status().message());
+  EXPECT_NE(message.find("test-pacs"), std::string::npos) << message;
+  EXPECT_NE(message.find("TLS"), std::string::npos) << message;
+  // storescp sends its CA along with its certificate: the chain ends in a
+  // self-signed CA we do not trust.
+  EXPECT_TRUE(message.find("self-signed certificate in certificate chain") != std::string::npos ||
+              message.find("unable to get local issuer certificate") != std::string::npos)
+      << message;
+  EXPECT_TRUE(Received(uid).empty());
+}
+
+TEST_F(TlsStoreScuTest, CertificateNotNamingTheDestinationIsUnavailable) {
+  ASSERT_EQ(Certs("issue_cert $D/ca $D/elsewhere /CN=pacs.test --server --san DNS:pacs.test,IP:10.9.9.9"), 0);
+  StoreScp scp(root_ / "out", TlsScpArgs("elsewhere"));
+  ASSERT_TRUE(scp.ready());
+  const std::string f = MakeImage("a.dcm", EXS_LittleEndianExplicit, nullptr);
+
+  // Addressed by IP: the certificate names 10.9.9.9, not 127.0.0.1.
+  auto results = SendFiles(TlsDestination(scp.port()), {f});
+  ASSERT_EQ(results.status().code(), absl::StatusCode::kUnavailable) << results.status();
+  EXPECT_NE(results.status().message().find("IP address mismatch"), std::string::npos) << results.status();
+
+  // Addressed by name: the certificate names pacs.test, not localhost.
+  StoreDestination by_name = TlsDestination(scp.port());
+  by_name.host = "localhost";
+  results = SendFiles(by_name, {f});
+  ASSERT_EQ(results.status().code(), absl::StatusCode::kUnavailable) << results.status();
+  EXPECT_NE(results.status().message().find("hostname mismatch"), std::string::npos) << results.status();
+
+  // The name the PACS's certificate carries, given for an address.
+  StoreDestination named = TlsDestination(scp.port());
+  named.tls.server_name = "pacs.test";
+  results = SendFiles(named, {f});
+  EXPECT_TRUE(results.ok()) << results.status();
+}
+
+TEST_F(TlsStoreScuTest, DestinationAddressedByTheNameInItsCertificateIsAccepted) {
+  StoreScp scp(root_ / "out", TlsScpArgs("server"));
+  ASSERT_TRUE(scp.ready());
+  StoreDestination d = TlsDestination(scp.port());
+  d.host = "localhost";
+  auto results = SendFiles(d, {MakeImage("a.dcm", EXS_LittleEndianExplicit, nullptr)});
+  EXPECT_TRUE(results.ok()) << results.status();
+}
+
+TEST_F(TlsStoreScuTest, ExpiredDestinationCertificateIsUnavailable) {
+  ASSERT_EQ(Certs("issue_cert $D/ca $D/expired /CN=pacs.test --server --san IP:127.0.0.1 "
+                  "--not-before 20200101000000Z --not-after 20200201000000Z"),
+            0);
+  StoreScp scp(root_ / "out", TlsScpArgs("expired"));
+  ASSERT_TRUE(scp.ready());
+  auto results = SendFiles(TlsDestination(scp.port()), {MakeImage("a.dcm", EXS_LittleEndianExplicit, nullptr)});
+  ASSERT_EQ(results.status().code(), absl::StatusCode::kUnavailable) << results.status();
+  EXPECT_NE(results.status().message().find("certificate has expired"), std::string::npos) << results.status();
+}
+
+TEST_F(TlsStoreScuTest, DestinationRequiringAClientCertificateRefusesUsWithoutOne) {
+  StoreScp scp(root_ / "out", TlsScpArgs("server"));
+  ASSERT_TRUE(scp.ready());
+  std::string uid;
+  const std::string f = MakeImage("a.dcm", EXS_LittleEndianExplicit, &uid);
+  auto results = SendFiles(TlsDestination(scp.port(), "ca", ""), {f});
+  ASSERT_EQ(results.status().code(), absl::StatusCode::kUnavailable) << results.status();
+  EXPECT_NE(results.status().message().find("TLS"), std::string::npos) << results.status();
+  EXPECT_TRUE(Received(uid).empty());
+  // A destination that does not ask for one takes the association.
+  StoreScp lenient(root_ / "out", TlsScpArgs("server", "-ic"));
+  ASSERT_TRUE(lenient.ready());
+  results = SendFiles(TlsDestination(lenient.port(), "ca", ""), {f});
+  EXPECT_TRUE(results.ok()) << results.status();
+}
+
+// The Non-downgrading BCP 195 profile: a peer that speaks only TLS 1.1 is refused.
+TEST_F(TlsStoreScuTest, DestinationOfferingOnlyTls11IsRefused) {
+  const uint16_t port = FreePort();
+  const pid_t server = Spawn({"openssl", "s_server", "-quiet", "-accept", "127.0.0.1:" + std::to_string(port),
+                              "-cert", Cert("server"), "-key", Key("server"), "-tls1_1", "-cipher",
+                              "DEFAULT:@SECLEVEL=0"},
+                             true);
+  ASSERT_GT(server, 0);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!PortAccepts(port) && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  auto results = SendFiles(TlsDestination(port), {MakeImage("a.dcm", EXS_LittleEndianExplicit, nullptr)});
+  kill(server, SIGKILL);
+  waitpid(server, nullptr, 0);
+  ASSERT_EQ(results.status().code(), absl::StatusCode::kUnavailable) << results.status();
+  EXPECT_NE(results.status().message().find("TLS"), std::string::npos) << results.status();
+}
+
+TEST_F(TlsStoreScuTest, CheckTlsNamesTheFileThatCannotBeUsed) {
+  EXPECT_TRUE(CheckTls(TlsDestination(FreePort())).ok());
+  EXPECT_TRUE(CheckTls(Destination(FreePort())).ok());
+
+  StoreDestination d = TlsDestination(FreePort());
+  d.tls.ca_file = (certs_ / "missing.pem").string();
+  absl::Status st = CheckTls(d);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+  EXPECT_NE(st.message().find("missing.pem"), std::string::npos) << st;
+
+  d = TlsDestination(FreePort());
+  d.tls.ca_file.clear();
+  EXPECT_EQ(CheckTls(d).code(), absl::StatusCode::kInvalidArgument);
+
+  d = TlsDestination(FreePort());
+  d.tls.private_key_file = Key("server");  // not the certificate's key
+  st = CheckTls(d);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+
+  d = TlsDestination(FreePort());
+  const std::string junk = (certs_ / "junk.pem").string();
+  std::ofstream(junk) << "not a certificate\n";
+  d.tls.certificate_file = junk;
+  st = CheckTls(d);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+  EXPECT_NE(st.message().find("junk.pem"), std::string::npos) << st;
+
+  // A connection attempt with a file that cannot be used is retried later
+  // (the file may be being replaced), not sent in the clear.
+  d = TlsDestination(FreePort());
+  d.tls.ca_file = junk;
+  auto results = SendFiles(d, {MakeImage("a.dcm", EXS_LittleEndianExplicit, nullptr)});
+  EXPECT_EQ(results.status().code(), absl::StatusCode::kUnavailable) << results.status();
 }
 
 TEST(ParseStoreDestinationTest, AcceptsGoodDestinations) {

@@ -14,11 +14,16 @@
 #include "dcmtk/dcmdata/dcmetinf.h"
 #include "dcmtk/dcmdata/dcuid.h"
 #include "dcmtk/dcmsr/dsrdoc.h"
+#include "tests/unit/support/dicom_checks.h"
 #include "scp/derived_uid.h"
 #include "scp/result_objects.h"
 
 namespace secondread::scp {
 namespace {
+
+using secondread::test_support::DciodvfyErrors;
+// Every value, as the report writes multi-valued attributes.
+const auto& Get = secondread::test_support::GetAll;
 
 constexpr char kPatientName[] = "DOE^JANE";
 constexpr char kPatientId[] = "PID-4711";
@@ -147,23 +152,6 @@ class StructuredReportTest : public ::testing::Test {
   SourceImage source_;
 };
 
-// dciodvfy (dicom3tools) checks the IOD, modules, SR content constraints and
-// templates it knows. Warnings are allowed; errors are not.
-std::vector<std::string> DciodvfyErrors(const std::string& path, std::string* all_output) {
-  std::vector<std::string> errors;
-  const std::string command = "dciodvfy '" + path + "' 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return {"cannot run dciodvfy"};
-  char line[4096];
-  while (fgets(line, sizeof line, pipe) != nullptr) {
-    all_output->append(line);
-    if (std::string(line).find("Error") != std::string::npos) errors.push_back(line);
-  }
-  const int rc = pclose(pipe);
-  if (rc == -1 || (WIFEXITED(rc) && WEXITSTATUS(rc) == 127)) errors.push_back("dciodvfy not runnable");
-  return errors;
-}
-
 struct ParsedReport {
   DcmFileFormat file;
   DSRDocument document;
@@ -180,12 +168,6 @@ struct ParsedReport {
   cond = out.document.read(*out.file.getDataset());
   if (cond.bad()) return ::testing::AssertionFailure() << "DSRDocument read: " << cond.text();
   return ::testing::AssertionSuccess();
-}
-
-std::string Get(DcmItem& item, const DcmTagKey& tag) {
-  OFString value;
-  item.findAndGetOFStringArray(tag, value);
-  return value.c_str();
 }
 
 TEST_F(StructuredReportTest, WritesValidTid1500Report) {
@@ -225,7 +207,7 @@ TEST_F(StructuredReportTest, WritesValidTid1500Report) {
   ASSERT_TRUE(d.findAndGetSequenceItem(DCM_ContributingEquipmentSequence, equipment, 0).good());
   DcmItem* purpose = nullptr;
   ASSERT_TRUE(equipment->findAndGetSequenceItem(DCM_PurposeOfReferenceCodeSequence, purpose, 0).good());
-  EXPECT_EQ(Get(*purpose, DCM_CodeValue), "109103");
+  EXPECT_EQ(Get(*purpose, DCM_CodeValue), "109102");
   EXPECT_EQ(Get(*purpose, DCM_CodingSchemeDesignator), "DCM");
   EXPECT_EQ(Get(*equipment, DCM_ManufacturerModelName), "chest-xray-triage");
 
@@ -295,6 +277,49 @@ TEST_F(StructuredReportTest, SameInputsGiveSameObject) {
   ASSERT_TRUE(Parse(second->part10, b));
   EXPECT_EQ(Get(*a.file.getDataset(), DCM_SOPInstanceUID), Get(*b.file.getDataset(), DCM_SOPInstanceUID));
   EXPECT_EQ(Get(*a.file.getDataset(), DCM_SOPInstanceUID), Identity().sop_instance_uid);
+}
+
+// A re-read of a study that gained images replaces the earlier report: the
+// new one names it in the Predecessor Documents Sequence (PS3.3 C.17.2) and
+// stays valid.
+TEST_F(StructuredReportTest, SuccessorNamesItsPredecessorAndStaysValid) {
+  ResultIdentity id = Identity();
+  id.sop_instance_uid = DerivedUid({study_uid_, "generation 2"});
+  const ObjectReference earlier{study_uid_, Identity().series_instance_uid, UID_Comprehensive3DSRStorage,
+                                Identity().sop_instance_uid};
+  id.predecessors.push_back(earlier);
+  auto built = BuildStructuredReport({source_}, TwoFindings(), Algorithm(), id, ContentTime{"20240305", "102030"});
+  ASSERT_TRUE(built.ok()) << built.status();
+
+  const std::string path = WriteOut(built->part10, "successor.dcm");
+  std::string output;
+  const std::vector<std::string> errors = DciodvfyErrors(path, &output);
+  EXPECT_TRUE(errors.empty()) << output;
+
+  ParsedReport report;
+  ASSERT_TRUE(Parse(built->part10, report));
+  DcmItem* item = nullptr;
+  ASSERT_TRUE(report.file.getDataset()->findAndGetSequenceItem(DCM_PredecessorDocumentsSequence, item, 0).good())
+      << "no Predecessor Documents Sequence";
+  EXPECT_EQ(Get(*item, DCM_StudyInstanceUID), study_uid_);
+  DcmItem* series = nullptr;
+  ASSERT_TRUE(item->findAndGetSequenceItem(DCM_ReferencedSeriesSequence, series, 0).good());
+  EXPECT_EQ(Get(*series, DCM_SeriesInstanceUID), Identity().series_instance_uid);
+  DcmItem* sop = nullptr;
+  ASSERT_TRUE(series->findAndGetSequenceItem(DCM_ReferencedSOPSequence, sop, 0).good());
+  EXPECT_EQ(Get(*sop, DCM_ReferencedSOPClassUID), UID_Comprehensive3DSRStorage);
+  EXPECT_EQ(Get(*sop, DCM_ReferencedSOPInstanceUID), Identity().sop_instance_uid);
+}
+
+// A replacement under the same UID is not its own successor.
+TEST_F(StructuredReportTest, ReplacementUnderTheSameUidHasNoPredecessor) {
+  ResultIdentity id = Identity();
+  id.predecessors.push_back({study_uid_, id.series_instance_uid, UID_Comprehensive3DSRStorage, id.sop_instance_uid});
+  auto built = BuildStructuredReport({source_}, TwoFindings(), Algorithm(), id, ContentTime{"20240305", "102030"});
+  ASSERT_TRUE(built.ok()) << built.status();
+  ParsedReport report;
+  ASSERT_TRUE(Parse(built->part10, report));
+  EXPECT_FALSE(report.file.getDataset()->tagExists(DCM_PredecessorDocumentsSequence));
 }
 
 TEST_F(StructuredReportTest, MultiFrameSourceAndNoFindingsStayValid) {

@@ -307,6 +307,32 @@ TEST_F(InferenceClientTest, SlowModelEndsInDeadlineExceededWithoutRetry) {
   EXPECT_EQ(a_.counts().infer_calls.load() + b_.counts().infer_calls.load(), 1);
 }
 
+// A read whose claim is lost abandons the call it waits on, long before the
+// call's own deadline, and tries no other worker.
+TEST_F(InferenceClientTest, CancelledCallEndsAtOnceWithoutRetry) {
+  a_.Hold();
+  b_.Hold();
+  auto client = Client(20000ms);
+  ASSERT_NE(client, nullptr);
+  CancelToken cancel;
+  std::thread canceller([&cancel] {
+    std::this_thread::sleep_for(300ms);
+    cancel.Cancel();
+  });
+  const auto start = std::chrono::steady_clock::now();
+  auto r = client->Infer(Request(), &cancel);
+  const auto took = std::chrono::steady_clock::now() - start;
+  canceller.join();
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kCancelled) << r.status();
+  EXPECT_LT(took, 10s);  // the deadline is 20 s
+  EXPECT_EQ(a_.counts().infer_calls.load() + b_.counts().infer_calls.load(), 1);
+  // A token cancelled before the call starts sends nothing.
+  auto again = client->Infer(Request(), &cancel);
+  EXPECT_EQ(again.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(a_.counts().infer_calls.load() + b_.counts().infer_calls.load(), 1);
+}
+
 TEST_F(InferenceClientTest, UnknownModelIsNotFoundAndNotRetried) {
   auto client = Client();
   ASSERT_NE(client, nullptr);

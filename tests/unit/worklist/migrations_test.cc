@@ -2,6 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <string_view>
+
+#include "scp/instance_sink.h"
+#include "worklist/pg_pool.h"
+
 namespace secondread::worklist {
 namespace {
 
@@ -30,6 +35,24 @@ TEST(PgPoolTest, ConnectionStringCarriesTimeoutsAndCommitMode) {
   EXPECT_NE(kw.find(" connect_timeout=5"), std::string::npos);
   EXPECT_NE(kw.find("synchronous_commit=on"), std::string::npos);
 }
+
+TEST(PgPoolTest, SqlStatesThatMayClearAreNotPermanent) {
+  for (const char* retry : {"08006", "08001", "57P01", "57P02", "57P03", "40001", "40P01", "25006"}) {
+    EXPECT_EQ(ClassifySqlState(retry), SqlErrorKind::kRetryNow) << retry;
+  }
+  for (const char* transient : {"57014", "55P03", "55006", "53000", "53100", "53200", "53300", "53400", "58030"}) {
+    EXPECT_EQ(ClassifySqlState(transient), SqlErrorKind::kTransient) << transient;
+  }
+  for (const char* permanent : {"22P02", "22021", "23505", "42P01", "42501", "XX000", "57P04", "0A000", ""}) {
+    EXPECT_EQ(ClassifySqlState(permanent), SqlErrorKind::kPermanent) << permanent;
+  }
+}
+
+// The registry hands PgPool's statuses to the DICOM edge unchanged, so the
+// pool's mark of an unknown outcome must be the sink's mark of a registration
+// in doubt.
+static_assert(std::string_view(PgPool::kOutcomeUnknownPayload) ==
+              std::string_view(scp::kRegistrationInDoubtPayload));
 
 }  // namespace
 }  // namespace secondread::worklist

@@ -142,7 +142,7 @@ class ReviewStoreTest : public ::testing::Test {
   }
 
   json ListOf(WorklistFilter f) {
-    auto r = store_->List(f);
+    auto r = store_->List(f, Radiologist());
     EXPECT_TRUE(r.ok()) << r.status();
     return r.ok() ? *r : json::object();
   }
@@ -318,7 +318,39 @@ TEST_F(ReviewStoreTest, ListPaginatesWithTotal) {
   EXPECT_EQ(past["total"], 5);
 
   f.limit = 0;
-  EXPECT_EQ(store_->List(f).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->List(f, Radiologist()).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(ReviewStoreTest, ListIsAuditedWithTheFilterAndTheStudiesShown) {
+  Spec s;
+  s.model = Model("-audited");
+  std::vector<int64_t> ids;
+  for (int i = 0; i < 3; ++i) {
+    s.created_at = "2004-01-01 00:0" + std::to_string(i) + "+00";
+    ids.push_back(MakeStudy(s).study);
+  }
+  WorklistFilter f;
+  f.model = s.model;
+  f.statuses = {"new"};
+  f.limit = 2;
+  Actor actor{"dr-audit-" + tag_, "radiologist", "10.1.2.3"};
+  auto r = store_->List(f, actor);
+  ASSERT_TRUE(r.ok()) << r.status();
+  pqxx::nontransaction tx(*conn_);
+  auto rows = tx.exec_params("SELECT role, remote_addr, study_ref IS NULL, detail::text FROM audit_log "
+                             "WHERE actor = $1 AND action = 'view_worklist'",
+                             actor.name);
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0][0].as<std::string>(), "radiologist");
+  EXPECT_EQ(rows[0][1].as<std::string>(), "10.1.2.3");
+  EXPECT_TRUE(rows[0][2].as<bool>());
+  json detail = json::parse(rows[0][3].as<std::string>());
+  EXPECT_EQ(detail["study_ids"], json(std::vector<int64_t>{ids[0], ids[1]}));
+  EXPECT_EQ(detail["filter"]["model"], s.model);
+  EXPECT_EQ(detail["filter"]["status"], json::array({"new"}));
+  EXPECT_EQ(detail["filter"]["limit"], 2);
+  EXPECT_EQ(detail["filter"]["offset"], 0);
+  EXPECT_FALSE(detail["filter"].contains("modality"));
 }
 
 TEST_F(ReviewStoreTest, InjectionShapedFilterValuesMatchNothing) {
@@ -642,6 +674,40 @@ TEST_F(ReviewStoreTest, AuditLogIsAppendOnly) {
                 .as<int>(),
             1);
   EXPECT_FALSE(store_->Audit(Admin(), "rewrite_history", std::nullopt, json::object()).ok());
+}
+
+TEST_F(ReviewStoreTest, AuditLogProtectionNamesWhatTheLoginCouldDo) {
+  // The test database's login is a superuser: it could do anything.
+  absl::Status super = store_->AuditLogProtection();
+  EXPECT_EQ(super.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(std::string(super.message()).find("superuser"), std::string::npos) << super;
+
+  // A login as a DBA would set it up: INSERT and SELECT, owning nothing.
+  const std::string login = "sr_probe_" + std::to_string(getpid());
+  {
+    pqxx::nontransaction tx(*conn_);
+    tx.exec("CREATE ROLE " + tx.quote_name(login) + " LOGIN");
+    tx.exec("GRANT SELECT, INSERT ON audit_log TO " + tx.quote_name(login));
+  }
+  size_t at = url_.find("postgres@");
+  ASSERT_NE(at, std::string::npos) << url_;
+  DatabaseOptions db;
+  db.url = url_.substr(0, at) + login + url_.substr(at + std::string("postgres").size());
+  db.max_connections = 1;
+  PgPool pool(db, nullptr);
+  ReviewStore store(&pool);
+  EXPECT_TRUE(store.AuditLogProtection().ok()) << store.AuditLogProtection();
+
+  // One more right is enough to be named.
+  {
+    pqxx::nontransaction tx(*conn_);
+    tx.exec("GRANT DELETE ON audit_log TO " + tx.quote_name(login));
+  }
+  absl::Status st = store.AuditLogProtection();
+  EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(std::string(st.message()), "delete");
+  pqxx::nontransaction tx(*conn_);
+  tx.exec("REVOKE ALL ON audit_log FROM " + tx.quote_name(login));
 }
 
 TEST_F(ReviewStoreTest, AuditLogNewestFirstWithItsOwnRow) {

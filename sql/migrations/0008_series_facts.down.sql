@@ -1,0 +1,10 @@
+DELETE FROM reads WHERE input = 'volume';
+DROP INDEX IF EXISTS reads_series_ref_idx;
+ALTER TABLE reads DROP CONSTRAINT IF EXISTS reads_volume_series_check;
+ALTER TABLE reads DROP CONSTRAINT IF EXISTS reads_input_check;
+ALTER TABLE reads DROP COLUMN IF EXISTS series_ref;
+ALTER TABLE reads DROP COLUMN IF EXISTS input;
+ALTER TABLE instances DROP CONSTRAINT IF EXISTS instances_slice_thickness_check;
+ALTER TABLE instances DROP CONSTRAINT IF EXISTS instances_orientation_check;
+ALTER TABLE instances DROP COLUMN IF EXISTS slice_thickness_mm;
+ALTER TABLE instances DROP COLUMN IF EXISTS orientation;
