@@ -1,4 +1,4 @@
-// What decoding in a child process (scp/internals/decoder_sandbox.cc: fork,
+// What decoding in a child process (scp/pixels/internals/decoder_sandbox.cc: fork,
 // limits, seccomp, pixels back through a memfd) adds to each decode, against
 // the same codecs in the calling process, on the same files in the same run:
 // DecodeImageFile with DecoderLimits::isolate on and off, alternately.
@@ -26,7 +26,7 @@
 #include <string>
 #include <vector>
 
-#include "scp/pixel_decoder.h"
+#include "scp/pixels/pixel_decoder.h"
 
 namespace {
 

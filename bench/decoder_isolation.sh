@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What decoding each compressed image in a child process costs
-# (scp/internals/decoder_sandbox.cc), against the same codecs in the calling
+# (scp/pixels/internals/decoder_sandbox.cc), against the same codecs in the calling
 # process, timed alternately on the same files in one run
 # (bench/decoder_bench.cc, median and p90 of REPEAT runs, files in the page
 # cache). Files: the 512 x 512 CT slice of tools/gen_instances.py as JPEG

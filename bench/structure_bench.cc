@@ -1,5 +1,5 @@
 // Cost of the structural scan that every received data set goes through
-// before DCMTK parses it (scp/dataset_limits.cc), against the parse that
+// before DCMTK parses it (scp/receive/dataset_limits.cc), against the parse that
 // follows it on the C-STORE path (ReadInstanceRecord: DCMTK with values over
 // 4 KiB left unloaded), measured on the same files in the same run.
 //
@@ -18,8 +18,8 @@
 #include <string>
 #include <vector>
 
-#include "scp/dataset_limits.h"
-#include "scp/dataset_reader.h"
+#include "scp/receive/dataset_limits.h"
+#include "scp/receive/dataset_reader.h"
 
 namespace {
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What the structural scan adds to each received data set: the scan
-# (scp/dataset_limits.cc) and the DCMTK parse that follows it on the C-STORE
+# (scp/receive/dataset_limits.cc) and the DCMTK parse that follows it on the C-STORE
 # path, timed on the same files in one run (bench/structure_bench.cc, median
 # of REPEAT runs, files in the page cache). Files: a 512 KiB CT slice, a
 # 10 MiB radiograph, the CT slice deflated, and a structure-set-like object

@@ -1,5 +1,5 @@
 // Times reading a series into a volume (scp/pixels/series_reader.h) against
-// decoding the same files alone through scp/pixel_decoder.h, which every read
+// decoding the same files alone through scp/pixels/pixel_decoder.h, which every read
 // includes. A measuring tool, not a test.
 //
 //   volume_bench SERIES_DIR [REPEATS]
@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "scp/pixel_decoder.h"
+#include "scp/pixels/pixel_decoder.h"
 #include "scp/pixels/series_reader.h"
 
 namespace {

@@ -1,6 +1,6 @@
 // The A-ASSOCIATE-RQ as the node parses it before any allow-list check: the
 // acceptor's structural check (AssociateRqProblem), then DCMTK's parse of
-// what passes it (scp/internals/handover.h) and the A-ASSOCIATE-AC a worker
+// what passes it (scp/receive/internals/handover.h) and the A-ASSOCIATE-AC a worker
 // builds from it. The input is the PDU's body; the harness writes the 6-byte
 // header, as the acceptor checks the header before reading the body.
 #include <arpa/inet.h>
@@ -15,8 +15,8 @@
 
 #include "dcmtk/dcmdata/dcuid.h"
 #include "dcmtk/oflog/oflog.h"
-#include "scp/internals/acceptor.h"
-#include "scp/internals/handover.h"
+#include "scp/receive/internals/acceptor.h"
+#include "scp/receive/internals/handover.h"
 
 namespace {
 

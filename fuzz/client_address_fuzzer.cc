@@ -1,5 +1,5 @@
 // What the worklist API takes from a request head before any route runs
-// (worklist/api.h): the client address from X-Forwarded-For behind trusted
+// (worklist/review/api.h): the client address from X-Forwarded-For behind trusted
 // proxies (api.trusted_proxies parsed by ParseAddressRange) and the bearer
 // token of the Authorization header.
 #include <fuzzer/FuzzedDataProvider.h>
@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "worklist/api.h"
+#include "worklist/review/api.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace secondread;

@@ -1,12 +1,12 @@
-// The registry attributes read from a received instance (scp/dataset_reader.h)
+// The registry attributes read from a received instance (scp/receive/dataset_reader.h)
 // after the structural scan accepted it, in the receiver's order: DCMTK's
 // parser recurses per nested sequence and only sees what the scan let through.
 #include <cstdlib>
 #include <string>
 
 #include "fuzz/part10_input.h"
-#include "scp/dataset_reader.h"
-#include "scp/uid.h"
+#include "scp/receive/dataset_reader.h"
+#include "scp/receive/uid.h"
 
 namespace {
 

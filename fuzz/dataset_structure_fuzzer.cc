@@ -1,9 +1,9 @@
 // The structural scan every received dataset meets first
-// (scp/dataset_limits.h), over each transfer syntax the receiver accepts.
+// (scp/receive/dataset_limits.h), over each transfer syntax the receiver accepts.
 #include <cstdlib>
 
 #include "fuzz/part10_input.h"
-#include "scp/dataset_limits.h"
+#include "scp/receive/dataset_limits.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto& input = secondread::fuzz::Part10Input::Instance();

@@ -16,7 +16,7 @@
 #include "dcmtk/dcmdata/dcostrmb.h"
 #include "dcmtk/dcmdata/dcxfer.h"
 #include "dcmtk/oflog/oflog.h"
-#include "scp/dataset_limits.h"
+#include "scp/receive/dataset_limits.h"
 
 namespace secondread::fuzz {
 namespace {

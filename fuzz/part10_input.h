@@ -1,6 +1,6 @@
 // Turns fuzzer bytes into a received instance as the receiver spools it: the
 // Part 10 preamble and meta header written from the request (by DCMTK, as
-// scp/internals/dcmtk_server.cc does), then the dataset bytes exactly as
+// scp/receive/internals/dcmtk_server.cc does), then the dataset bytes exactly as
 // they arrived. The first input byte picks the transfer syntax of the
 // presentation context; the rest is the dataset.
 #pragma once

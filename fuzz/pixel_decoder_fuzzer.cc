@@ -1,10 +1,10 @@
-// The pixel-decoder front end (scp/pixel_decoder.h): attribute checks, the
+// The pixel-decoder front end (scp/pixels/pixel_decoder.h): attribute checks, the
 // DCMTK and GDCM codecs behind them and the rendering, on instances the
 // structural scan accepted (the only ones the node ever stores).
 #include <cstdlib>
 
 #include "fuzz/part10_input.h"
-#include "scp/pixel_decoder.h"
+#include "scp/pixels/pixel_decoder.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace secondread::scp;

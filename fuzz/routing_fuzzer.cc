@@ -1,4 +1,4 @@
-// Routing rules (worklist/routing.h) against the instance facts a sender
+// Routing rules (worklist/pipeline/routing.h) against the instance facts a sender
 // controls: a Series Description pattern compiled from configuration, then
 // matched against whatever text arrives; and a volume rule's series criteria
 // against the series facts gathered from what arrived.
@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "worklist/routing.h"
+#include "worklist/pipeline/routing.h"
 
 namespace {
 

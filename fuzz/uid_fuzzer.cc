@@ -1,9 +1,9 @@
-// The UID check (scp/uid.h) on Affected SOP UIDs from the C-STORE request and
+// The UID check (scp/receive/uid.h) on Affected SOP UIDs from the C-STORE request and
 // the UIDs read from the dataset.
 #include <cstdlib>
 #include <string_view>
 
-#include "scp/uid.h"
+#include "scp/receive/uid.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace secondread::scp;

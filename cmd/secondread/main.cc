@@ -5,7 +5,7 @@
 #include "CLI/CLI.hpp"
 #include "cmd/secondread/options.h"
 #include "cmd/secondread/serve.h"
-#include "worklist/migrations.h"
+#include "worklist/db/migrations.h"
 
 namespace {
 

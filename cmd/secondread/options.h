@@ -4,13 +4,13 @@
 #include "common/config.h"
 #include "common/http_server.h"
 #include "common/log.h"
-#include "scp/dataset_limits.h"
-#include "scp/dicom_server.h"
-#include "scp/recovery.h"
-#include "scp/spool.h"
-#include "worklist/pg_pool.h"
-#include "worklist/api.h"
-#include "worklist/pipeline.h"
+#include "scp/receive/dataset_limits.h"
+#include "scp/receive/dicom_server.h"
+#include "scp/receive/recovery.h"
+#include "scp/receive/spool.h"
+#include "worklist/db/pg_pool.h"
+#include "worklist/review/api.h"
+#include "worklist/pipeline/pipeline.h"
 
 namespace secondread {
 

@@ -6,13 +6,13 @@
 
 #include "common/http_server.h"
 #include "common/log.h"
-#include "scp/png_preview.h"
-#include "scp/recovery.h"
-#include "scp/store_scu.h"
-#include "worklist/performance_gauges.h"
-#include "worklist/review_store.h"
-#include "worklist/migrations.h"
-#include "worklist/registry.h"
+#include "scp/pixels/png_preview.h"
+#include "scp/receive/recovery.h"
+#include "scp/send/store_scu.h"
+#include "worklist/review/performance_gauges.h"
+#include "worklist/review/review_store.h"
+#include "worklist/db/migrations.h"
+#include "worklist/db/registry.h"
 
 namespace secondread {
 

@@ -14,8 +14,8 @@
 #include "dcmtk/dcmdata/dcdeftag.h"
 #include "dcmtk/dcmdata/dcfilefo.h"
 #include "dcmtk/dcmdata/dcuid.h"
-#include "scp/internals/bitmap_font.h"
-#include "scp/internals/result_common.h"
+#include "scp/objects/internals/bitmap_font.h"
+#include "scp/objects/internals/result_common.h"
 #include "scp/objects/volumetric_results.h"
 
 namespace secondread::scp {

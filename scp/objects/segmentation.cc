@@ -21,7 +21,7 @@
 #include "dcmtk/dcmseg/segdoc.h"
 #include "dcmtk/dcmseg/segment.h"
 #include "dcmtk/dcmsr/codes/dcm.h"
-#include "scp/internals/result_common.h"
+#include "scp/objects/internals/result_common.h"
 #include "scp/pixels/series_reader.h"
 
 namespace secondread::scp {

@@ -13,9 +13,9 @@
 #include <vector>
 
 #include "common/status.h"
-#include "scp/derived_uid.h"
+#include "scp/objects/derived_uid.h"
 #include "scp/pixels/volume.h"
-#include "scp/result_objects.h"
+#include "scp/objects/result_objects.h"
 
 namespace secondread::scp {
 

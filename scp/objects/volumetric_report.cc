@@ -36,9 +36,9 @@
 #include "dcmtk/dcmsr/codes/dcm.h"
 #include "dcmtk/dcmsr/codes/umls.h"
 #include "dcmtk/dcmsr/dsrdoc.h"
-#include "scp/derived_uid.h"
-#include "scp/internals/result_common.h"
-#include "scp/internals/sr_content.h"
+#include "scp/objects/derived_uid.h"
+#include "scp/objects/internals/result_common.h"
+#include "scp/objects/internals/sr_content.h"
 #include "scp/objects/volumetric_results.h"
 
 namespace secondread::scp {

@@ -13,7 +13,7 @@
 #include "common/status.h"
 #include "scp/objects/segmentation.h"
 #include "scp/pixels/volume.h"
-#include "scp/result_objects.h"
+#include "scp/objects/result_objects.h"
 
 namespace secondread::scp {
 

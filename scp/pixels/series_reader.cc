@@ -20,7 +20,7 @@
 #include "dcmtk/dcmdata/dcitem.h"
 #include "dcmtk/dcmdata/dcsequen.h"
 #include "dcmtk/dcmdata/dcxfer.h"
-#include "scp/pixel_decoder.h"
+#include "scp/pixels/pixel_decoder.h"
 #include "scp/pixels/suv.h"
 
 namespace secondread::scp {

@@ -1,7 +1,7 @@
 // Reads a received series (its Part 10 files) into volumes: classic
 // single-frame CT, MR and PET images, and Enhanced and Legacy Converted
 // Enhanced CT, MR and PET multi-frame objects. DCMTK stays inside this file's
-// implementation; pixels are decoded through scp/pixel_decoder.h.
+// implementation; pixels are decoded through scp/pixels/pixel_decoder.h.
 #pragma once
 
 #include <string>

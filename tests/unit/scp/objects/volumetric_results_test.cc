@@ -24,7 +24,7 @@
 #include "dcmtk/dcmdata/dcsequen.h"
 #include "dcmtk/dcmdata/dcuid.h"
 #include "nlohmann/json.hpp"
-#include "scp/derived_uid.h"
+#include "scp/objects/derived_uid.h"
 #include "scp/objects/segmentation.h"
 #include "scp/pixels/series_reader.h"
 #include "tests/unit/support/dicom_checks.h"

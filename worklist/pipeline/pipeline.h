@@ -1,0 +1,61 @@
+// The results pipeline of the node: study tracker, dispatcher, exporter and a
+// maintenance loop (lease reaper, queue gauges, dead-letter bookkeeping),
+// sharing one connection pool and one job queue.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "common/metrics.h"
+#include "scp/receive/spool.h"
+#include "worklist/pipeline/dispatcher.h"
+#include "worklist/pipeline/exporter.h"
+#include "worklist/pipeline/inference_client.h"
+#include "worklist/db/job_queue.h"
+#include "worklist/pipeline/pipeline_metrics.h"
+#include "worklist/pipeline/tracker.h"
+
+namespace secondread::worklist {
+
+struct PipelineOptions {
+  bool enabled = true;
+  TrackerOptions tracker;
+  InferenceClientOptions inference;
+  DispatcherOptions dispatch;
+  ExporterOptions exporter;
+  QueueOptions queue;
+  std::chrono::milliseconds maintenance_interval{2000};
+};
+
+class Pipeline {
+ public:
+  using Ptr = std::unique_ptr<Pipeline>;
+  static absl::StatusOr<Ptr> Start(const PipelineOptions& options, const DatabaseOptions& db,
+                                   const scp::Spool* spool, metrics::MetricsRegistry& registry);
+  ~Pipeline();
+  void Stop();
+
+ private:
+  Pipeline() = default;
+  void Maintain();
+
+  PipelineOptions options_;
+  std::unique_ptr<PipelineMetrics> metrics_;
+  std::unique_ptr<PgPool> pool_;
+  std::unique_ptr<JobQueue> queue_;
+  std::unique_ptr<ResultFiles> results_;
+  InferenceClient::Ptr inference_;
+  std::unique_ptr<StudyTracker> tracker_;
+  std::unique_ptr<Dispatcher> dispatcher_;
+  std::unique_ptr<Exporter> exporter_;
+  std::thread maintenance_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+};
+
+}  // namespace secondread::worklist

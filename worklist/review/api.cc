@@ -1,0 +1,632 @@
+#include "worklist/review/api.h"
+
+#include <arpa/inet.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <chrono>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <set>
+#include <string_view>
+#include <utility>
+#include <variant>
+
+#include "common/digest.h"
+#include "common/log.h"
+
+namespace secondread::web {
+// Generated at build time from worklist/review/web/* (cmake/EmbedFiles.cmake).
+std::vector<std::pair<std::string_view, std::string_view>> EmbeddedWebFiles();
+}  // namespace secondread::web
+
+namespace secondread::worklist {
+
+namespace {
+
+using nlohmann::json;
+
+constexpr size_t kMaxTokenLength = 512;
+constexpr size_t kMaxFilterLength = 64;
+constexpr size_t kMaxCommentChars = 2000;
+constexpr int64_t kMaxOffset = 1000000;
+
+constexpr char kPageCsp[] =
+    "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'; "
+    "base-uri 'none'; form-action 'self'";
+
+enum class Permission { kRead, kReview, kAudit };
+
+bool Allowed(const std::string& role, Permission p) {
+  if (role == "radiologist") return p == Permission::kRead || p == Permission::kReview;
+  if (role == "admin") return p == Permission::kRead || p == Permission::kAudit;
+  return false;
+}
+
+HttpResponse BadRequest(const std::string& field) { return HttpResponse::Error(400, "bad_request", field); }
+
+HttpResponse Unauthenticated() {
+  HttpResponse res = HttpResponse::Error(401, "unauthenticated");
+  res.headers["WWW-Authenticate"] = "Bearer";
+  return res;
+}
+
+// ---- parsing ----------------------------------------------------------------
+
+bool AllDigits(std::string_view s) {
+  if (s.empty()) return false;
+  for (char c : s) {
+    if (c < '0' || c > '9') return false;
+  }
+  return true;
+}
+
+// A decimal integer of digits only (no sign, no spaces) that fits int64.
+std::optional<int64_t> ParseInt64(std::string_view s) {
+  if (!AllDigits(s)) return std::nullopt;
+  int64_t v = 0;
+  auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || ptr != s.data() + s.size()) return std::nullopt;
+  return v;
+}
+
+std::optional<int64_t> ParseId(std::string_view s) {
+  auto v = ParseInt64(s);
+  if (!v || *v <= 0) return std::nullopt;
+  return v;
+}
+
+// A query parameter that is absent or empty counts as not given.
+std::optional<std::string> Param(const HttpRequest& req, const std::string& name) {
+  if (!req.HasQuery(name)) return std::nullopt;
+  std::string v = req.Query(name);
+  if (v.empty()) return std::nullopt;
+  return v;
+}
+
+// An integer query parameter in [lo, hi]; default when absent.
+bool IntParam(const HttpRequest& req, const std::string& name, int64_t lo, int64_t hi, int64_t def, int64_t& out) {
+  auto raw = Param(req, name);
+  if (!raw) {
+    out = def;
+    return true;
+  }
+  auto v = ParseInt64(*raw);
+  if (!v || *v < lo || *v > hi) return false;
+  out = *v;
+  return true;
+}
+
+// YYYY-MM-DD, and a day that exists.
+bool ValidDate(std::string_view s) {
+  if (s.size() != 10 || s[4] != '-' || s[7] != '-') return false;
+  if (!AllDigits(s.substr(0, 4)) || !AllDigits(s.substr(5, 2)) || !AllDigits(s.substr(8, 2))) return false;
+  int y = 0;
+  unsigned m = 0, d = 0;
+  std::from_chars(s.data(), s.data() + 4, y);
+  std::from_chars(s.data() + 5, s.data() + 7, m);
+  std::from_chars(s.data() + 8, s.data() + 10, d);
+  if (y < 1) return false;
+  return std::chrono::year_month_day{std::chrono::year{y}, std::chrono::month{m}, std::chrono::day{d}}.ok();
+}
+
+bool PrintableAscii(std::string_view s) {
+  for (unsigned char c : s) {
+    if (c < 0x20 || c > 0x7e) return false;
+  }
+  return true;
+}
+
+// Characters (code points) of a UTF-8 string; nlohmann::json has validated it.
+size_t Utf8Length(std::string_view s) {
+  size_t n = 0;
+  for (unsigned char c : s) {
+    if ((c & 0xC0) != 0x80) ++n;
+  }
+  return n;
+}
+
+bool AsPositiveInt64(const json& v, int64_t& out) {
+  if (v.is_number_unsigned()) {
+    uint64_t u = v.get<uint64_t>();
+    if (u == 0 || u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return false;
+    out = static_cast<int64_t>(u);
+    return true;
+  }
+  if (v.is_number_integer()) {
+    int64_t i = v.get<int64_t>();
+    if (i <= 0) return false;
+    out = i;
+    return true;
+  }
+  return false;
+}
+
+// Parses a JSON object body whose fields are all in `allowed`.
+std::variant<json, HttpResponse> ParseBody(const HttpRequest& req, const std::set<std::string>& allowed) {
+  json body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
+  if (body.is_discarded()) return BadRequest("body: not valid JSON");
+  if (!body.is_object()) return BadRequest("body: not a JSON object");
+  for (const auto& [key, value] : body.items()) {
+    if (allowed.count(key) == 0) {
+      if (key.size() <= kMaxFilterLength && PrintableAscii(key)) return BadRequest("body: unknown field " + key);
+      return BadRequest("body: unknown field");
+    }
+  }
+  return body;
+}
+
+// expected_version: required, integer >= 1.
+bool ExpectedVersion(const json& body, int64_t& out) {
+  auto it = body.find("expected_version");
+  return it != body.end() && AsPositiveInt64(*it, out);
+}
+
+// comment: optional (null = absent), a string of at most 2,000 characters.
+// JSON may carry U+0000, which PostgreSQL text cannot hold (libpq would cut
+// the comment there), so it is refused.
+bool Comment(const json& body, std::string& out) {
+  auto it = body.find("comment");
+  if (it == body.end() || it->is_null()) return true;
+  if (!it->is_string()) return false;
+  out = it->get<std::string>();
+  return Utf8Length(out) <= kMaxCommentChars && out.find('\0') == std::string::npos;
+}
+
+// ---- store results ----------------------------------------------------------
+
+HttpResponse FromStatus(const absl::Status& st, const std::string& operation) {
+  switch (st.code()) {
+    case absl::StatusCode::kNotFound:
+      return HttpResponse::Error(404, "not_found");
+    case absl::StatusCode::kAborted: {
+      json body = json::parse(std::string(st.message()), nullptr, /*allow_exceptions=*/false);
+      if (body.is_discarded() || !body.is_object()) body = json{{"error", "conflict"}};
+      if (!body.contains("error")) body["error"] = "conflict";
+      return HttpResponse::Json(409, body);
+    }
+    case absl::StatusCode::kUnavailable:
+      log::Warn("api_store_unavailable", {{"operation", operation}});
+      return HttpResponse::Error(503, "unavailable", "the database is unavailable; retry shortly");
+    default:
+      // No status message: it may quote stored values.
+      log::Error("api_store_error", {{"operation", operation}, {"code", absl::StatusCodeToString(st.code())}});
+      return HttpResponse::Error(500, "internal");
+  }
+}
+
+template <typename T>
+HttpResponse Answer(const absl::StatusOr<T>& r, int ok_status, const std::string& operation) {
+  if (!r.ok()) return FromStatus(r.status(), operation);
+  return HttpResponse::Json(ok_status, *r);
+}
+
+// ---- page -------------------------------------------------------------------
+
+std::string ContentTypeFor(std::string_view name) {
+  auto ends = [&](std::string_view ext) {
+    return name.size() >= ext.size() && name.substr(name.size() - ext.size()) == ext;
+  };
+  if (ends(".html") || ends(".htm")) return "text/html; charset=utf-8";
+  if (ends(".js") || ends(".mjs")) return "text/javascript; charset=utf-8";
+  if (ends(".css")) return "text/css; charset=utf-8";
+  if (ends(".json")) return "application/json";
+  if (ends(".svg")) return "image/svg+xml";
+  if (ends(".png")) return "image/png";
+  if (ends(".ico")) return "image/x-icon";
+  if (ends(".txt")) return "text/plain; charset=utf-8";
+  return "application/octet-stream";
+}
+
+std::string RegexEscape(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    if (std::string_view("\\^$.|?*+()[]{}").find(c) != std::string_view::npos) out += '\\';
+    out += c;
+  }
+  return out;
+}
+
+HttpResponse PageFile(std::string_view name, std::string_view content) {
+  HttpResponse res;
+  res.status = 200;
+  res.content_type = ContentTypeFor(name);
+  res.body = std::string(content);
+  res.headers["Content-Security-Policy"] = kPageCsp;
+  res.headers["X-Frame-Options"] = "DENY";
+  res.headers["Referrer-Policy"] = "no-referrer";
+  res.headers["Cache-Control"] = "no-cache";
+  return res;
+}
+
+// ---- routing helpers --------------------------------------------------------
+
+struct Context {
+  ApiOptions options;
+  ReviewStore* store = nullptr;
+  const ResultFiles* results = nullptr;
+  PngRenderer render_png;
+  std::function<absl::Status()> readiness;
+  // Anyone can provoke 401s at will; at most ten lines a second each.
+  LogRateLimiter denied_log{10};
+};
+
+using Guarded = std::function<HttpResponse(const HttpRequest&, const Actor&)>;
+
+void LogDenied(Context& ctx, int status, const HttpRequest& req, const std::string& client, const std::string& token) {
+  int64_t suppressed = 0;
+  if (!ctx.denied_log.Allow(std::to_string(status), suppressed)) return;
+  json fields = {{"status", status}, {"peer", client}, {"method", req.method}, {"path", req.path.substr(0, 128)}};
+  if (client != req.remote_addr) fields["proxy"] = req.remote_addr;
+  if (!token.empty()) fields["token"] = token;
+  if (suppressed > 0) fields["suppressed"] = suppressed;
+  log::Warn("api_denied", fields);
+}
+
+// Authenticates and checks the role before the handler sees the request.
+HttpHandler Protect(std::shared_ptr<Context> ctx, Permission permission, Guarded fn) {
+  return [ctx, permission, fn = std::move(fn)](const HttpRequest& req) -> HttpResponse {
+    // httplib answers HEAD with the GET handler; a read here moves a study
+    // to in_review and writes audit rows, which a HEAD must not do.
+    if (req.method != "GET" && req.method != "POST") {
+      HttpResponse res = HttpResponse::Error(405, "method_not_allowed");
+      res.headers["Allow"] = "GET, POST";
+      return res;
+    }
+    std::string client = ClientAddress(req, ctx->options.trusted_proxies);
+    auto token = Authenticate(ctx->options.tokens, req.Header("authorization"));
+    if (!token) {
+      LogDenied(*ctx, 401, req, client, "");
+      return Unauthenticated();
+    }
+    if (!Allowed(token->role, permission)) {
+      LogDenied(*ctx, 403, req, client, token->name);
+      return HttpResponse::Error(403, "forbidden");
+    }
+    Actor actor{token->name, token->role, client};
+    return fn(req, actor);
+  };
+}
+
+// ---- handlers ---------------------------------------------------------------
+
+HttpResponse ListWorklist(Context& ctx, const HttpRequest& req, const Actor& actor) {
+  static const std::set<std::string> kStatuses = {"new", "in_review", "agreed", "disagreed", "dismissed"};
+  WorklistFilter filter;
+  if (auto status = Param(req, "status")) {
+    std::string_view rest = *status;
+    while (true) {
+      size_t comma = rest.find(',');
+      std::string item(rest.substr(0, comma));
+      if (kStatuses.count(item) == 0) return BadRequest("status");
+      filter.statuses.push_back(item);
+      if (comma == std::string_view::npos) break;
+      rest = rest.substr(comma + 1);
+    }
+  }
+  if (auto modality = Param(req, "modality")) {
+    if (modality->size() > kMaxFilterLength || !PrintableAscii(*modality)) return BadRequest("modality");
+    filter.modality = *modality;
+  }
+  if (auto model = Param(req, "model")) {
+    if (model->size() > kMaxFilterLength || !PrintableAscii(*model)) return BadRequest("model");
+    filter.model = *model;
+  }
+  if (auto flagged = Param(req, "flagged")) {
+    if (*flagged == "true") {
+      filter.flagged = true;
+    } else if (*flagged == "false") {
+      filter.flagged = false;
+    } else {
+      return BadRequest("flagged");
+    }
+  }
+  if (auto from = Param(req, "from")) {
+    if (!ValidDate(*from)) return BadRequest("from");
+    filter.from = *from;
+  }
+  if (auto to = Param(req, "to")) {
+    if (!ValidDate(*to)) return BadRequest("to");
+    filter.to = *to;
+  }
+  int64_t limit = 0, offset = 0;
+  if (!IntParam(req, "limit", 1, 200, 50, limit)) return BadRequest("limit");
+  if (!IntParam(req, "offset", 0, kMaxOffset, 0, offset)) return BadRequest("offset");
+  filter.limit = static_cast<int>(limit);
+  filter.offset = static_cast<int>(offset);
+  return Answer(ctx.store->List(filter, actor), 200, "list");
+}
+
+HttpResponse GetStudy(Context& ctx, const HttpRequest& req, const Actor& actor) {
+  auto id = ParseId(req.path_params.at(0));
+  if (!id) return BadRequest("study_id");
+  return Answer(ctx.store->Study(*id, actor), 200, "study");
+}
+
+bool IsHex64(const std::string& s) {
+  if (s.size() != 64) return false;
+  for (char c : s) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+HttpResponse GetImage(Context& ctx, const HttpRequest& req, const Actor& actor) {
+  auto study_id = ParseId(req.path_params.at(0));
+  if (!study_id) return BadRequest("study_id");
+  auto result_id = ParseId(req.path_params.at(1));
+  if (!result_id) return BadRequest("result_id");
+  auto name = ctx.store->ScFileName(*study_id, *result_id, actor);
+  if (!name.ok()) return FromStatus(name.status(), "image");
+  if (!IsHex64(*name) || ctx.results == nullptr || !ctx.render_png) {
+    log::Error("api_image_unavailable", {{"study_id", *study_id}, {"result_id", *result_id}});
+    return HttpResponse::Error(500, "internal");
+  }
+  auto png = ctx.render_png(ctx.results->PathFor(*name));
+  if (!png.ok()) {
+    if (png.status().code() == absl::StatusCode::kNotFound) return HttpResponse::Error(404, "not_found");
+    log::Error("api_image_render_failed",
+               {{"study_id", *study_id}, {"result_id", *result_id}, {"code", absl::StatusCodeToString(png.status().code())}});
+    return HttpResponse::Error(500, "internal");
+  }
+  HttpResponse res;
+  res.status = 200;
+  res.content_type = "image/png";
+  res.body = std::move(*png);
+  return res;
+}
+
+HttpResponse PostReview(Context& ctx, const HttpRequest& req, const Actor& actor) {
+  auto study_id = ParseId(req.path_params.at(0));
+  if (!study_id) return BadRequest("study_id");
+  auto parsed = ParseBody(req, {"verdict", "finding_id", "comment", "expected_version"});
+  if (auto* err = std::get_if<HttpResponse>(&parsed)) return *err;
+  const json& body = std::get<json>(parsed);
+  ReviewInput input;
+  auto verdict = body.find("verdict");
+  if (verdict == body.end() || !verdict->is_string()) return BadRequest("verdict");
+  input.verdict = verdict->get<std::string>();
+  if (input.verdict != "agree" && input.verdict != "disagree" && input.verdict != "uncertain") {
+    return BadRequest("verdict");
+  }
+  auto finding = body.find("finding_id");
+  if (finding != body.end() && !finding->is_null()) {
+    int64_t id = 0;
+    if (!AsPositiveInt64(*finding, id)) return BadRequest("finding_id");
+    input.finding_id = id;
+  }
+  if (!Comment(body, input.comment)) return BadRequest("comment");
+  if (!ExpectedVersion(body, input.expected_version)) return BadRequest("expected_version");
+  return Answer(ctx.store->Review(*study_id, input, actor), 201, "review");
+}
+
+HttpResponse PostDismiss(Context& ctx, const HttpRequest& req, const Actor& actor) {
+  auto study_id = ParseId(req.path_params.at(0));
+  if (!study_id) return BadRequest("study_id");
+  auto parsed = ParseBody(req, {"comment", "expected_version"});
+  if (auto* err = std::get_if<HttpResponse>(&parsed)) return *err;
+  const json& body = std::get<json>(parsed);
+  std::string comment;
+  if (!Comment(body, comment)) return BadRequest("comment");
+  int64_t expected_version = 0;
+  if (!ExpectedVersion(body, expected_version)) return BadRequest("expected_version");
+  return Answer(ctx.store->Dismiss(*study_id, expected_version, comment, actor), 201, "dismiss");
+}
+
+HttpResponse GetPerformance(Context& ctx, const HttpRequest& req) {
+  PerformanceQuery query;
+  if (auto window = Param(req, "window")) {
+    if (*window != "day" && *window != "week" && *window != "month") return BadRequest("window");
+    query.window = *window;
+  }
+  int64_t windows = 0;
+  if (!IntParam(req, "windows", 1, 52, 8, windows)) return BadRequest("windows");
+  query.windows = static_cast<int>(windows);
+  return Answer(ctx.store->Performance(query), 200, "performance");
+}
+
+HttpResponse GetAudit(Context& ctx, const HttpRequest& req, const Actor& actor) {
+  int64_t limit = 0, offset = 0;
+  if (!IntParam(req, "limit", 1, 500, 100, limit)) return BadRequest("limit");
+  if (!IntParam(req, "offset", 0, kMaxOffset, 0, offset)) return BadRequest("offset");
+  std::optional<int64_t> study_id;
+  if (auto raw = Param(req, "study_id")) {
+    study_id = ParseId(*raw);
+    if (!study_id) return BadRequest("study_id");
+  }
+  return Answer(ctx.store->AuditLog(static_cast<int>(limit), static_cast<int>(offset), study_id, actor), 200, "audit");
+}
+
+}  // namespace
+
+std::optional<ApiToken> Authenticate(const std::vector<ApiToken>& tokens, const std::string& authorization_header) {
+  constexpr std::string_view kScheme = "bearer ";
+  const std::string& h = authorization_header;
+  if (h.size() <= kScheme.size() || h.size() > kScheme.size() + kMaxTokenLength) return std::nullopt;
+  for (size_t i = 0; i + 1 < kScheme.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(h[i])) != kScheme[i]) return std::nullopt;
+  }
+  if (h[kScheme.size() - 1] != ' ') return std::nullopt;
+  std::string_view token = std::string_view(h).substr(kScheme.size());
+  for (unsigned char c : token) {
+    if (c < 0x21 || c > 0x7e) return std::nullopt;  // printable, no spaces
+  }
+  const std::string hash = Sha256Hex(token);  // 64 lower-case hex characters
+
+  // Every entry is compared over all 64 characters, whatever differs first.
+  // Configured hashes may be upper-case hex: OR-ing 0x20 lower-cases A-F and
+  // leaves digits unchanged.
+  size_t match = tokens.size();
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    const std::string& expected = tokens[i].sha256;
+    unsigned diff = expected.size() == hash.size() ? 0u : 1u;
+    for (size_t k = 0; k < hash.size(); ++k) {
+      unsigned char e = k < expected.size() ? static_cast<unsigned char>(expected[k]) : 0;
+      diff |= static_cast<unsigned char>(hash[k]) ^ static_cast<unsigned char>(e | 0x20);
+    }
+    // The first matching entry wins; selected without an early exit.
+    size_t is_match = static_cast<size_t>(diff == 0);
+    size_t unset = static_cast<size_t>(match == tokens.size());
+    size_t take = is_match & unset;
+    match = take * i + (1 - take) * match;
+  }
+  if (match == tokens.size()) return std::nullopt;
+  return tokens[match];
+}
+
+absl::StatusOr<AddressRange> ParseAddressRange(const std::string& text) {
+  AddressRange out;
+  std::string addr = text;
+  int prefix = -1;
+  size_t slash = text.find('/');
+  if (slash != std::string::npos) {
+    addr = text.substr(0, slash);
+    auto bits = ParseInt64(std::string_view(text).substr(slash + 1));
+    if (!bits || *bits > 128) return absl::InvalidArgumentError("not an address or network: " + text);
+    prefix = static_cast<int>(*bits);
+  }
+  if (inet_pton(AF_INET, addr.c_str(), out.bytes.data()) == 1) {
+    out.family = AF_INET;
+    if (prefix > 32) return absl::InvalidArgumentError("not an address or network: " + text);
+    out.prefix_bits = prefix < 0 ? 32 : prefix;
+  } else if (inet_pton(AF_INET6, addr.c_str(), out.bytes.data()) == 1) {
+    out.family = AF_INET6;
+    out.prefix_bits = prefix < 0 ? 128 : prefix;
+  } else {
+    return absl::InvalidArgumentError("not an address or network: " + text);
+  }
+  return out;
+}
+
+namespace {
+
+// An address as family and bytes; an IPv4-mapped IPv6 address counts as IPv4.
+std::optional<AddressRange> ParseAddress(std::string_view text) {
+  std::string s(text);
+  AddressRange a;
+  if (inet_pton(AF_INET, s.c_str(), a.bytes.data()) == 1) {
+    a.family = AF_INET;
+    a.prefix_bits = 32;
+    return a;
+  }
+  if (inet_pton(AF_INET6, s.c_str(), a.bytes.data()) == 1) {
+    static const unsigned char kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (std::equal(kMapped, kMapped + 12, a.bytes.begin())) {
+      std::array<unsigned char, 16> v4{};
+      std::copy(a.bytes.begin() + 12, a.bytes.end(), v4.begin());
+      a.bytes = v4;
+      a.family = AF_INET;
+      a.prefix_bits = 32;
+      return a;
+    }
+    a.family = AF_INET6;
+    a.prefix_bits = 128;
+    return a;
+  }
+  return std::nullopt;
+}
+
+bool InRange(const AddressRange& a, const AddressRange& r) {
+  if (a.family != r.family) return false;
+  int bits = r.prefix_bits;
+  for (int i = 0; bits > 0; ++i, bits -= 8) {
+    unsigned char mask = bits >= 8 ? 0xff : static_cast<unsigned char>(0xff << (8 - bits));
+    if ((a.bytes[i] & mask) != (r.bytes[i] & mask)) return false;
+  }
+  return true;
+}
+
+bool Trusted(const AddressRange& a, const std::vector<AddressRange>& trusted) {
+  for (const auto& r : trusted) {
+    if (InRange(a, r)) return true;
+  }
+  return false;
+}
+
+std::string_view Trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+}  // namespace
+
+std::string ClientAddress(const HttpRequest& req, const std::vector<AddressRange>& trusted_proxies) {
+  if (trusted_proxies.empty()) return req.remote_addr;
+  auto peer = ParseAddress(req.remote_addr);
+  if (!peer || !Trusted(*peer, trusted_proxies)) return req.remote_addr;
+  // Each proxy appends the address it received the request from; only the
+  // entries added by trusted proxies can be believed, so walk from the right
+  // and stop at the first address that is not one of them.
+  std::string client = req.remote_addr;
+  const std::string forwarded = req.Header("x-forwarded-for");
+  std::string_view rest = forwarded;
+  while (!rest.empty()) {
+    size_t comma = rest.rfind(',');
+    std::string_view item = Trim(comma == std::string_view::npos ? rest : rest.substr(comma + 1));
+    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(0, comma);
+    auto addr = ParseAddress(item);
+    if (!addr) break;  // not an address: nothing to its left can be believed
+    client = std::string(item);
+    if (!Trusted(*addr, trusted_proxies)) break;
+  }
+  return client;
+}
+
+std::vector<HttpRoute> WorklistRoutes(const ApiOptions& options, ReviewStore* store, const ResultFiles* results,
+                                      PngRenderer render_png, std::function<absl::Status()> readiness) {
+  auto ctx = std::make_shared<Context>();
+  ctx->options = options;
+  ctx->store = store;
+  ctx->results = results;
+  ctx->render_png = std::move(render_png);
+  ctx->readiness = std::move(readiness);
+  std::vector<HttpRoute> routes;
+
+  // Health, without a token.
+  routes.push_back({"GET", "/healthz", [](const HttpRequest&) {
+                      return HttpResponse::Json(200, json{{"status", "alive"}});
+                    }});
+  // Only the state: this port faces the hospital network, and the reason
+  // names database hosts and errors (the operations port still gives it).
+  routes.push_back({"GET", "/readyz", [ctx](const HttpRequest&) {
+                      absl::Status st = ctx->readiness ? ctx->readiness() : absl::OkStatus();
+                      return HttpResponse::Json(st.ok() ? 200 : 503, json{{"status", st.ok() ? "ready" : "not_ready"}});
+                    }});
+
+  // The API.
+  routes.push_back({"GET", "/api/v1/worklist", Protect(ctx, Permission::kRead, [ctx](const HttpRequest& r, const Actor& a) {
+                      return ListWorklist(*ctx, r, a);
+                    })});
+  routes.push_back({"GET", R"(/api/v1/studies/(\d+))",
+                    Protect(ctx, Permission::kRead,
+                            [ctx](const HttpRequest& r, const Actor& a) { return GetStudy(*ctx, r, a); })});
+  routes.push_back({"GET", R"(/api/v1/studies/(\d+)/images/(\d+)\.png)",
+                    Protect(ctx, Permission::kRead,
+                            [ctx](const HttpRequest& r, const Actor& a) { return GetImage(*ctx, r, a); })});
+  routes.push_back({"POST", R"(/api/v1/studies/(\d+)/reviews)",
+                    Protect(ctx, Permission::kReview,
+                            [ctx](const HttpRequest& r, const Actor& a) { return PostReview(*ctx, r, a); })});
+  routes.push_back({"POST", R"(/api/v1/studies/(\d+)/dismiss)",
+                    Protect(ctx, Permission::kReview,
+                            [ctx](const HttpRequest& r, const Actor& a) { return PostDismiss(*ctx, r, a); })});
+  routes.push_back({"GET", "/api/v1/models/performance",
+                    Protect(ctx, Permission::kRead,
+                            [ctx](const HttpRequest& r, const Actor&) { return GetPerformance(*ctx, r); })});
+  routes.push_back({"GET", "/api/v1/audit",
+                    Protect(ctx, Permission::kAudit,
+                            [ctx](const HttpRequest& r, const Actor& a) { return GetAudit(*ctx, r, a); })});
+
+  // The page: index.html at / and every embedded file under its own name.
+  for (const auto& [name, content] : web::EmbeddedWebFiles()) {
+    auto serve = [name = name, content = content](const HttpRequest&) { return PageFile(name, content); };
+    if (name == "index.html") routes.push_back({"GET", "/", serve});
+    routes.push_back({"GET", "/" + RegexEscape(name), serve});
+  }
+  return routes;
+}
+
+}  // namespace secondread::worklist
