@@ -353,19 +353,16 @@ class VolumeCall final : public grpc::ServerBidiReactor<pb::VolumeRequest, pb::V
   }
 
   void OnWriteDone(bool ok) override {
-    if (!ok) return Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the client stopped reading"));
+    if (!ok) return End(grpc::Status(grpc::StatusCode::CANCELLED, "the client stopped reading"));
     if (!NextChunk()) {
       Count("OK");
-      Finish(grpc::Status::OK);
+      End(grpc::Status::OK);
       return;
     }
     StartWrite(&response_);
   }
 
-  void OnDone() override {
-    if (holds_slot_) service_->active_volumes_.fetch_sub(1);
-    delete this;
-  }
+  void OnDone() override { delete this; }
 
  private:
   absl::Status OnHeader() {
@@ -510,7 +507,15 @@ class VolumeCall final : public grpc::ServerBidiReactor<pb::VolumeRequest, pb::V
                                          {"code", CodeName(s.code())},
                                          {"reason", std::string(s.message())}});
     }
-    Finish(ToGrpc(s));
+    End(ToGrpc(s));
+  }
+
+  // The slot goes back before the client can see the status, so a client
+  // that starts its next volume on seeing it is not refused.
+  void End(const grpc::Status& status) {
+    if (holds_slot_) service_->active_volumes_.fetch_sub(1);
+    holds_slot_ = false;
+    Finish(status);
   }
 
   InferenceService* service_;
