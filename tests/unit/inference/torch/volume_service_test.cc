@@ -103,6 +103,14 @@ class VolumeServiceTest : public ::testing::Test {
     fs::remove_all(root_);
     WriteModel("seg", kSegYaml, kLabelMapNet);
     WriteModel("prob", kProbYaml, kProbabilityNet);
+    WriteModel("flat", R"(name: flat
+intended_use: testing only
+input: {height: 4, width: 4}
+output:
+  labels:
+    - {name: finding, code: {scheme: DCM, value: "111001", meaning: Finding}, threshold: 0.5}
+)",
+               "def forward(self, x):\n    return x.mean([2, 3])\n");
   }
 
   void Start(ServiceOptions options) {
@@ -380,6 +388,14 @@ TEST_F(VolumeServiceTest, DescribeModelCarriesTheVolumeFactsAndInferRefusesVolum
   ireq.set_model_name("seg");
   v1::InferResponse iresp;
   EXPECT_EQ(stub_->Infer(&ictx, ireq, &iresp).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+
+  // And the other way round: an image model takes no volume.
+  const Volume v = Box(6, 10, 12);
+  Result r = Call(Header("flat", v, {2, 1, 1}), v.Bytes(), 4096);
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << r.status.error_message();
+  EXPECT_NE(r.status.error_message().find("use Infer"), std::string::npos) << r.status.error_message();
+  r = Call(Header("absent", v, {2, 1, 1}), v.Bytes(), 4096);
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
 }  // namespace
