@@ -337,6 +337,7 @@ class VolumeCall final : public grpc::ServerBidiReactor<pb::VolumeRequest, pb::V
   void OnReadDone(bool ok) override {
     if (!ok) {
       // The client closed its side (or went away): the data must be complete.
+      if (ctx_->IsCancelled()) return Fail(absl::CancelledError("the client went away"));
       if (!model_) return Fail(absl::InvalidArgumentError("no volume header was sent"));
       if (received_ != expected_) {
         return Fail(absl::InvalidArgumentError("volume chunks hold " + std::to_string(received_) +
