@@ -236,6 +236,20 @@ TEST_F(VolumeServiceTest, ChunksAreReassembledAndTheLabelMapComesBackOnTheSource
   EXPECT_FALSE(r.header.labels(0).above_threshold());
 }
 
+TEST_F(VolumeServiceTest, Uint16SamplesAreWidenedWithoutSign) {
+  Start({});
+  // 60000 as uint16 is far above the range's top; read as int16 it would be
+  // negative and vanish.
+  std::vector<uint16_t> samples(4 * 4 * 4, 0);
+  samples[21] = 60000;
+  v1::VolumeRequest header = Header("seg", Volume{4, 4, 4, {}}, {2, 1, 1});
+  header.mutable_header()->set_dtype(v1::DATA_TYPE_UINT16);
+  Result r = Call(header, std::string(reinterpret_cast<const char*>(samples.data()), samples.size() * 2), 64);
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  ASSERT_EQ(r.maps[0].size(), 64u);
+  for (size_t i = 0; i < 64; ++i) EXPECT_EQ(static_cast<int>(r.maps[0][i]), i == 21 ? 1 : 0) << i;
+}
+
 TEST_F(VolumeServiceTest, AnisotropicSourceIsResampledAndComesBackOnItsOwnGrid) {
   Start({});
   const Volume v = Box(6, 10, 12);
