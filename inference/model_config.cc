@@ -62,6 +62,25 @@ std::string_view PrecisionName(Precision p) {
   return "?";
 }
 
+std::string_view InputKindName(InputKind k) { return k == InputKind::kVolume ? "volume" : "image"; }
+std::string_view OrientationName(Orientation o) { return o == Orientation::kRas ? "RAS" : "LPS"; }
+std::string_view InterpolationName(Interpolation i) { return i == Interpolation::kNearest ? "nearest" : "linear"; }
+std::string_view BlendingName(Blending b) { return b == Blending::kConstant ? "constant" : "gaussian"; }
+std::string_view VolumeOutputKindName(VolumeOutputKind k) {
+  return k == VolumeOutputKind::kProbabilities ? "probabilities" : "label_map";
+}
+
+std::string_view IntensityName(Intensity i) {
+  switch (i) {
+    case Intensity::kNone: return "none";
+    case Intensity::kWindow: return "window";
+    case Intensity::kRange: return "range";
+    case Intensity::kZScore: return "zscore";
+    case Intensity::kSuvRange: return "suv_range";
+  }
+  return "?";
+}
+
 namespace {
 
 absl::StatusOr<Activation> ParseActivation(config::ConfigTree& t, const std::string& key) {
@@ -72,6 +91,111 @@ absl::StatusOr<Activation> ParseActivation(config::ConfigTree& t, const std::str
 }
 
 absl::Status Bad(const std::string& what) { return absl::InvalidArgumentError(what); }
+
+absl::Status ParseDTypes(config::ConfigTree& t, InputConfig& in) {
+  ASSIGN_OR_RETURN(auto dtypes, t.StringList("input.accepted_dtypes", {"uint8", "uint16", "int16", "float16", "float32"}));
+  for (const auto& name : dtypes) {
+    ASSIGN_OR_RETURN(DType d, ParseDType(name));
+    in.accepted_dtypes.push_back(d);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::array<double, 3>> Triple(config::ConfigTree& t, const std::string& key, const char* what) {
+  ASSIGN_OR_RETURN(auto v, t.DoubleList(key, {}));
+  if (v.size() != 3) return Bad(key + " must be three numbers (" + what + ")");
+  return std::array<double, 3>{v[0], v[1], v[2]};
+}
+
+// The volume half of input, plus sliding_window. Spacing, ROI and the
+// intensity transform live in the manifest rather than the network because
+// that is where model bundles keep them, and the worker must reproduce them
+// exactly.
+absl::Status ParseVolumeInput(config::ConfigTree& t, InputConfig& in, VolumeConfig& v) {
+  ASSIGN_OR_RETURN(int64_t channels, t.Int("input.channels", 1, 1, 16));
+  in.channels = static_cast<int>(channels);
+  // Physical values only: an intensity transform on a display rendering
+  // would mean nothing.
+  ASSIGN_OR_RETURN(std::string values, t.String("input.values", "modality"));
+  if (values != "modality") return Bad("input.values must be modality for a volume model, got '" + values + "'");
+  in.values = PixelValues::kModality;
+  in.scaling = Scaling::kRange;
+
+  ASSIGN_OR_RETURN(v.axes, t.String("input.axes", "DHW"));
+  {
+    std::string sorted = v.axes;
+    std::sort(sorted.begin(), sorted.end());
+    if (sorted != "DHW") return Bad("input.axes must be a permutation of D, H and W, got '" + v.axes + "'");
+  }
+  ASSIGN_OR_RETURN(std::string orientation, t.String("input.orientation", "LPS"));
+  if (orientation == "LPS") v.orientation = Orientation::kLps;
+  else if (orientation == "RAS") v.orientation = Orientation::kRas;
+  else return Bad("input.orientation must be LPS or RAS, got '" + orientation + "'");
+
+  if (t.Has("input.spacing")) {
+    ASSIGN_OR_RETURN(v.spacing, Triple(t, "input.spacing", "z y x in mm"));
+    for (double s : v.spacing) {
+      if (!(s > 0 && s <= 100)) return Bad("input.spacing values must lie in (0, 100] mm");
+    }
+  }
+  ASSIGN_OR_RETURN(std::string interpolation, t.String("input.interpolation", "linear"));
+  if (interpolation == "linear") v.interpolation = Interpolation::kLinear;
+  else if (interpolation == "nearest") v.interpolation = Interpolation::kNearest;
+  else return Bad("input.interpolation must be linear or nearest, got '" + interpolation + "'");
+
+  ASSIGN_OR_RETURN(std::string kind, t.String("input.intensity.kind", "none"));
+  if (kind == "none") {
+    v.intensity = Intensity::kNone;
+  } else if (kind == "window") {
+    v.intensity = Intensity::kWindow;
+    if (!t.Has("input.intensity.center") || !t.Has("input.intensity.width")) {
+      return Bad("input.intensity window needs center and width");
+    }
+    ASSIGN_OR_RETURN(v.window_center, t.Double("input.intensity.center", 0, -1e9, 1e9));
+    ASSIGN_OR_RETURN(v.window_width, t.Double("input.intensity.width", 0, 0, 1e9));
+    if (!(v.window_width > 0)) return Bad("input.intensity.width must be positive");
+  } else if (kind == "range" || kind == "suv_range") {
+    v.intensity = kind == "range" ? Intensity::kRange : Intensity::kSuvRange;
+    if (!t.Has("input.intensity.low") || !t.Has("input.intensity.high")) {
+      return Bad("input.intensity " + kind + " needs low and high");
+    }
+    ASSIGN_OR_RETURN(v.low, t.Double("input.intensity.low", 0, -1e9, 1e9));
+    ASSIGN_OR_RETURN(v.high, t.Double("input.intensity.high", 0, -1e9, 1e9));
+    if (!(v.high > v.low)) return Bad("input.intensity needs high > low");
+    if (v.intensity == Intensity::kSuvRange && v.low < 0) return Bad("input.intensity suv_range needs low >= 0");
+    ASSIGN_OR_RETURN(v.clip, t.Bool("input.intensity.clip", true));
+  } else if (kind == "zscore") {
+    v.intensity = Intensity::kZScore;
+    ASSIGN_OR_RETURN(std::string over, t.String("input.intensity.over", "all"));
+    if (over == "all") v.zscore_nonzero = false;
+    else if (over == "nonzero") v.zscore_nonzero = true;
+    else return Bad("input.intensity.over must be all or nonzero, got '" + over + "'");
+  } else {
+    return Bad("input.intensity.kind must be none, window, range, zscore or suv_range, got '" + kind + "'");
+  }
+  RETURN_IF_ERROR(ParseDTypes(t, in));
+
+  ASSIGN_OR_RETURN(auto roi, t.IntList("sliding_window.roi", {}));
+  if (roi.size() != 3) return Bad("sliding_window.roi is required: three sizes d, h, w in voxels");
+  for (size_t i = 0; i < 3; ++i) {
+    if (roi[i] < 1 || roi[i] > 1024) return Bad("sliding_window.roi sizes must lie between 1 and 1024");
+    v.roi[i] = roi[i];
+  }
+  ASSIGN_OR_RETURN(v.overlap, t.Double("sliding_window.overlap", 0.25, 0, 1));
+  if (!(v.overlap < 1)) return Bad("sliding_window.overlap must be at least 0 and below 1");
+  ASSIGN_OR_RETURN(std::string blending, t.String("sliding_window.blending", "gaussian"));
+  if (blending == "gaussian") v.blending = Blending::kGaussian;
+  else if (blending == "constant") v.blending = Blending::kConstant;
+  else return Bad("sliding_window.blending must be gaussian or constant, got '" + blending + "'");
+  ASSIGN_OR_RETURN(v.sigma_scale, t.Double("sliding_window.sigma_scale", 0.125, 0, 10));
+  if (!(v.sigma_scale > 0)) return Bad("sliding_window.sigma_scale must be positive");
+  if (v.blending == Blending::kConstant && t.Has("sliding_window.sigma_scale")) {
+    return Bad("sliding_window.sigma_scale applies to gaussian blending only");
+  }
+  ASSIGN_OR_RETURN(int64_t batch, t.Int("sliding_window.batch_size", 1, 1, 256));
+  v.sw_batch_size = static_cast<int>(batch);
+  return absl::OkStatus();
+}
 
 absl::Status ParseInput(config::ConfigTree& t, InputConfig& in) {
   ASSIGN_OR_RETURN(int64_t channels, t.Int("input.channels", 1, 1, 4));
@@ -124,31 +248,53 @@ absl::Status ParseInput(config::ConfigTree& t, InputConfig& in) {
     if (!(s > 0)) return Bad("input.std values must be positive");
   }
 
-  ASSIGN_OR_RETURN(auto dtypes, t.StringList("input.accepted_dtypes", {"uint8", "uint16", "int16", "float16", "float32"}));
-  for (const auto& name : dtypes) {
-    ASSIGN_OR_RETURN(DType d, ParseDType(name));
-    in.accepted_dtypes.push_back(d);
+  return ParseDTypes(t, in);
+}
+
+absl::Status ParseCode(config::ConfigTree& t, const std::string& key, CodedConcept& code) {
+  ASSIGN_OR_RETURN(code.scheme, t.String(key + ".scheme", ""));
+  ASSIGN_OR_RETURN(code.value, t.String(key + ".value", ""));
+  ASSIGN_OR_RETURN(code.meaning, t.String(key + ".meaning", ""));
+  if (code.scheme.empty() || code.value.empty() || code.meaning.empty()) {
+    return Bad(key + " needs scheme, value and meaning");
   }
   return absl::OkStatus();
 }
 
-absl::Status ParseOutput(config::ConfigTree& t, OutputConfig& out) {
-  ASSIGN_OR_RETURN(out.scores_activation, ParseActivation(t, "output.scores_activation"));
-  ASSIGN_OR_RETURN(out.heatmap, t.Bool("output.heatmap", false));
-  ASSIGN_OR_RETURN(out.heatmap_activation, ParseActivation(t, "output.heatmap_activation"));
+absl::Status ParseOutput(config::ConfigTree& t, bool volume, OutputConfig& out, VolumeConfig& v) {
+  if (volume) {
+    ASSIGN_OR_RETURN(std::string kind, t.String("output.kind", "label_map"));
+    if (kind == "label_map") v.output = VolumeOutputKind::kLabelMap;
+    else if (kind == "probabilities") v.output = VolumeOutputKind::kProbabilities;
+    else return Bad("output.kind must be label_map or probabilities, got '" + kind + "'");
+    ASSIGN_OR_RETURN(v.resample_back, t.Bool("output.resample_back", true));
+  } else {
+    ASSIGN_OR_RETURN(out.scores_activation, ParseActivation(t, "output.scores_activation"));
+    ASSIGN_OR_RETURN(out.heatmap, t.Bool("output.heatmap", false));
+    ASSIGN_OR_RETURN(out.heatmap_activation, ParseActivation(t, "output.heatmap_activation"));
+  }
   ASSIGN_OR_RETURN(size_t n, t.ListSize("output.labels"));
+  // A uint8 label map numbers labels 1..255, 0 being background.
+  if (volume && n > 255) return Bad("output.labels: a volume model has at most 255 labels");
   if (n == 0) return Bad("output.labels must list at least one label");
   for (size_t i = 0; i < n; ++i) {
     const std::string k = "output.labels." + std::to_string(i) + ".";
     LabelConfig label;
     ASSIGN_OR_RETURN(label.name, t.String(k + "name", ""));
-    ASSIGN_OR_RETURN(label.code.scheme, t.String(k + "code.scheme", ""));
-    ASSIGN_OR_RETURN(label.code.value, t.String(k + "code.value", ""));
-    ASSIGN_OR_RETURN(label.code.meaning, t.String(k + "code.meaning", ""));
     ASSIGN_OR_RETURN(label.threshold, t.Double(k + "threshold", -1, 0, 1));
     if (label.name.empty()) return Bad(k + "name is required");
-    if (label.code.scheme.empty() || label.code.value.empty() || label.code.meaning.empty()) {
-      return Bad(k + "code needs scheme, value and meaning");
+    if (volume) {
+      // A segment is described by its category and type; the finding code
+      // defaults to the type so that image-level consumers still get one.
+      RETURN_IF_ERROR(ParseCode(t, k + "category", label.category));
+      RETURN_IF_ERROR(ParseCode(t, k + "type", label.type));
+      if (t.Has(k + "code")) {
+        RETURN_IF_ERROR(ParseCode(t, k + "code", label.code));
+      } else {
+        label.code = label.type;
+      }
+    } else {
+      RETURN_IF_ERROR(ParseCode(t, k + "code", label.code));
     }
     if (label.threshold < 0) return Bad(k + "threshold is required");
     for (const auto& other : out.labels) {
@@ -221,8 +367,17 @@ absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view yaml, std::string_
   ASSIGN_OR_RETURN(std::string platform, t.String("platform", "torchscript"));
   if (platform != "torchscript") return Bad("platform must be torchscript, got '" + platform + "'");
 
-  RETURN_IF_ERROR(ParseInput(t, c.input));
-  RETURN_IF_ERROR(ParseOutput(t, c.output));
+  ASSIGN_OR_RETURN(std::string kind, t.String("input.kind", "image"));
+  if (kind == "image") c.input.kind = InputKind::kImage;
+  else if (kind == "volume") c.input.kind = InputKind::kVolume;
+  else return Bad("input.kind must be image or volume, got '" + kind + "'");
+  const bool volume = c.input.kind == InputKind::kVolume;
+  if (volume) {
+    RETURN_IF_ERROR(ParseVolumeInput(t, c.input, c.volume));
+  } else {
+    RETURN_IF_ERROR(ParseInput(t, c.input));
+  }
+  RETURN_IF_ERROR(ParseOutput(t, volume, c.output, c.volume));
   ASSIGN_OR_RETURN(c.modalities, t.StringList("applicability.modalities", {}));
   ASSIGN_OR_RETURN(c.body_parts, t.StringList("applicability.body_parts", {}));
   ASSIGN_OR_RETURN(c.sop_classes, t.StringList("applicability.sop_classes", {}));

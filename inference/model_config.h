@@ -3,6 +3,7 @@
 // batching, placement, thresholds) is decided here and nowhere else.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -43,9 +44,70 @@ struct LabelConfig {
   std::string name;
   CodedConcept code;
   double threshold = 0.5;
+  // Segment Property Category and Type (CID 7150, CID 7151), for volume
+  // models whose output becomes a segmentation; empty otherwise.
+  CodedConcept category;
+  CodedConcept type;
+};
+
+// A model takes single images (the batched Infer path) or whole volumes (the
+// streamed InferVolume path, with its own preprocessing and sliding window).
+enum class InputKind { kImage, kVolume };
+std::string_view InputKindName(InputKind k);
+
+// The patient coordinate convention a volume model was trained in. DICOM is
+// LPS; many research pipelines (NIfTI, MONAI defaults) are RAS.
+enum class Orientation { kLps, kRas };
+std::string_view OrientationName(Orientation o);
+
+enum class Interpolation { kLinear, kNearest };
+std::string_view InterpolationName(Interpolation i);
+
+enum class Intensity {
+  kNone,      // values as received
+  kWindow,    // [center - width/2, center + width/2] to [0, 1], clamped
+  kRange,     // [low, high] to [0, 1], clamped when clip
+  kZScore,    // (x - mean) / std over the volume (or its nonzero voxels)
+  kSuvRange,  // like range, on SUV values the node computed
+};
+std::string_view IntensityName(Intensity i);
+
+enum class Blending { kGaussian, kConstant };
+std::string_view BlendingName(Blending b);
+
+enum class VolumeOutputKind {
+  kLabelMap,       // channel 0 is background, channel i label i; softmax, argmax
+  kProbabilities,  // one channel per label; sigmoid, threshold per label
+};
+std::string_view VolumeOutputKindName(VolumeOutputKind k);
+
+// Everything outside the network that a volume model was trained with.
+// Spatial triples are in patient-axis order (z, y, x), which is the order of
+// the array axes D, H and W after reorientation; `axes` says how the network
+// itself wants them ordered.
+struct VolumeConfig {
+  std::string axes = "DHW";  // a permutation of D, H, W
+  Orientation orientation = Orientation::kLps;
+  std::array<double, 3> spacing{0, 0, 0};  // mm; 0 keeps the source spacing
+  Interpolation interpolation = Interpolation::kLinear;
+  Intensity intensity = Intensity::kNone;
+  double window_center = 0;
+  double window_width = 0;
+  double low = 0;
+  double high = 1;
+  bool clip = true;
+  bool zscore_nonzero = false;
+  std::array<int64_t, 3> roi{0, 0, 0};  // d, h, w voxels
+  double overlap = 0.25;                // 0 <= overlap < 1
+  Blending blending = Blending::kGaussian;
+  double sigma_scale = 0.125;
+  int sw_batch_size = 1;
+  VolumeOutputKind output = VolumeOutputKind::kLabelMap;
+  bool resample_back = true;
 };
 
 struct InputConfig {
+  InputKind kind = InputKind::kImage;
   int channels = 1;
   int height = 0;
   int width = 0;
@@ -92,6 +154,7 @@ struct ModelConfig {
   std::string intended_use;
   InputConfig input;
   OutputConfig output;
+  VolumeConfig volume;  // meaningful when input.kind is kVolume
   std::vector<std::string> modalities;
   std::vector<std::string> body_parts;
   std::vector<std::string> sop_classes;

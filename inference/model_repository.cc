@@ -115,7 +115,11 @@ ModelRepository::Entry ModelRepository::LoadEntry(const std::string& name) {
       hooks.on_pending = [m, name, vs](int64_t n) { m->Pending(name, vs, static_cast<double>(n)); };
       m->ModelReady(name, vs, true);
     }
-    loaded->batcher = std::make_unique<DynamicBatcher>(config->batching, std::move(*backends), std::move(hooks));
+    if (config->input.kind == InputKind::kVolume) {
+      loaded->volume_backends = std::move(*backends);
+    } else {
+      loaded->batcher = std::make_unique<DynamicBatcher>(config->batching, std::move(*backends), std::move(hooks));
+    }
     entry.loaded.emplace(v, loaded);
     entry.status.versions.push_back({v, VersionState::kReady, ""});
     log::Info("model_loaded",

@@ -5,6 +5,7 @@
 // requests in flight finish on the version they started on.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -27,7 +28,17 @@ struct LoadedVersion {
   ModelConfig config;
   int64_t version = 0;
   std::vector<std::string> devices;
+  // Image models: requests go through the batcher, which owns the backends.
   std::unique_ptr<DynamicBatcher> batcher;
+  // Volume models: a volume is its own batch, so calls use a backend
+  // directly, taking turns over the instances.
+  std::vector<std::unique_ptr<ModelBackend>> volume_backends;
+  std::atomic<uint64_t> next_backend{0};
+
+  ModelBackend* VolumeBackend() {
+    if (volume_backends.empty()) return nullptr;
+    return volume_backends[next_backend.fetch_add(1) % volume_backends.size()].get();
+  }
 };
 
 struct VersionStatus {

@@ -4,6 +4,7 @@
 // is done.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 
 #include "inference/model_repository.h"
@@ -17,7 +18,15 @@ namespace pb = ::secondread::inference::v1;
 struct ServiceOptions {
   // Refuses images with more samples than this, before any allocation.
   uint64_t max_image_samples = 64ull << 20;
+  // The memory bound for volumes: a header announcing more bytes of samples
+  // is refused before any data is sent, and at most max_concurrent_volumes
+  // calls hold a buffer at once.
+  uint64_t max_volume_bytes = 1ull << 30;
+  int max_concurrent_volumes = 2;
 };
+
+// The largest data chunk either side of InferVolume sends.
+inline constexpr size_t kMaxVolumeChunkBytes = 4u << 20;
 
 grpc::Status ToGrpc(const absl::Status& s);
 
@@ -31,11 +40,14 @@ class InferenceService final : public pb::Inference::CallbackService {
                                           pb::ModelDescription* resp) override;
   grpc::ServerUnaryReactor* Infer(grpc::CallbackServerContext* ctx, const pb::InferRequest* req,
                                   pb::InferResponse* resp) override;
+  grpc::ServerBidiReactor<pb::VolumeRequest, pb::VolumeResponse>* InferVolume(grpc::CallbackServerContext* ctx) override;
 
  private:
+  friend class VolumeCall;
   ServiceOptions options_;
   ModelRepository* repository_;
   WorkerMetrics* metrics_;
+  std::atomic<int> active_volumes_{0};
 };
 
 class ModelAdminService final : public pb::ModelAdmin::CallbackService {
@@ -54,6 +66,8 @@ class ModelAdminService final : public pb::ModelAdmin::CallbackService {
 // Exposed for tests: the conversions at the edge of the service.
 absl::StatusOr<ImageView> ImageFromProto(const pb::Image& image);
 void ModelStatusToProto(const ModelStatus& status, pb::ModelSummary* out);
-void DescribeToProto(const LoadedVersion& model, pb::ModelDescription* out);
+// `max_volume_bytes` is the worker's bound, reported with a volume model.
+void DescribeToProto(const LoadedVersion& model, pb::ModelDescription* out, uint64_t max_volume_bytes = 0);
+absl::StatusOr<VolumeView> VolumeHeaderFromProto(const pb::VolumeHeader& header);
 
 }  // namespace secondread::inference

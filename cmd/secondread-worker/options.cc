@@ -14,6 +14,12 @@ absl::StatusOr<WorkerOptions> ParseWorkerOptions(config::ConfigTree& t) {
   if (o.repository.empty()) return absl::InvalidArgumentError("config key 'models.repository' is required");
   ASSIGN_OR_RETURN(o.load, t.StringList("models.load", {}));
   ASSIGN_OR_RETURN(o.max_image_samples, t.Bytes("models.max_image_samples", o.max_image_samples));
+  ASSIGN_OR_RETURN(o.max_volume_bytes, t.Bytes("models.max_volume_bytes", o.max_volume_bytes));
+  if (o.max_volume_bytes < 1024) {
+    return absl::InvalidArgumentError("config key 'models.max_volume_bytes': must be at least 1KiB");
+  }
+  ASSIGN_OR_RETURN(int64_t volumes, t.Int("models.max_concurrent_volumes", o.max_concurrent_volumes, 1, 256));
+  o.max_concurrent_volumes = static_cast<int>(volumes);
   ASSIGN_OR_RETURN(o.warm_up, t.Bool("models.warm_up", o.warm_up));
   ASSIGN_OR_RETURN(int64_t threads, t.Int("cpu.threads", 0, 0, 1024));
   o.cpu_threads = static_cast<int>(threads);

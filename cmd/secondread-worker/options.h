@@ -18,6 +18,8 @@ struct WorkerOptions {
   std::string repository;
   std::vector<std::string> load;  // empty: every model in the repository
   uint64_t max_image_samples = 64ull << 20;
+  uint64_t max_volume_bytes = 1ull << 30;
+  int max_concurrent_volumes = 2;
   bool warm_up = true;
   int cpu_threads = 0;
   int cpu_interop_threads = 0;

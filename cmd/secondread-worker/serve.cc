@@ -50,7 +50,11 @@ absl::Status ServeWorker(const WorkerOptions& options) {
 
   RETURN_IF_ERROR(repository.LoadAtStart(options.load));
 
-  inference::InferenceService inference_service({options.max_image_samples}, &repository, &worker_metrics);
+  inference::ServiceOptions service_options;
+  service_options.max_image_samples = options.max_image_samples;
+  service_options.max_volume_bytes = options.max_volume_bytes;
+  service_options.max_concurrent_volumes = options.max_concurrent_volumes;
+  inference::InferenceService inference_service(service_options, &repository, &worker_metrics);
   inference::ModelAdminService admin_service(&repository);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;

@@ -7,6 +7,7 @@
 #include <mutex>
 
 #include "inference/torch/preprocess.h"
+#include "inference/torch/volume_ops.h"
 
 #include <torch/cuda.h>
 
@@ -54,6 +55,31 @@ class TorchBackend final : public ModelBackend {
       : config_(config), module_(std::move(module)), device_(device) {}
 
   std::string Device() const override { return device_.str(); }
+
+  absl::StatusOr<VolumeOutput> ExecuteVolume(const VolumeView& volume) override {
+    try {
+      return RunVolume(volume);
+    } catch (const c10::Error& e) {
+      return absl::InternalError("volume execution failed: " + Summarize(e.what_without_backtrace()));
+    } catch (const std::exception& e) {
+      return absl::InternalError("volume execution failed: " + Summarize(e.what()));
+    }
+  }
+
+  // A zero volume of one window at the model's spacing: loads kernels and
+  // proves at load time that the network's channels match the manifest.
+  absl::Status WarmUpVolume() {
+    const auto& roi = config_.volume.roi;
+    VolumeView v;
+    v.shape = {config_.input.channels, roi[0], roi[1], roi[2]};
+    v.dtype = DType::kFloat32;
+    std::string zeros(static_cast<size_t>(v.shape[0] * roi[0] * roi[1] * roi[2]) * sizeof(float), '\0');
+    v.data = zeros;
+    for (size_t i = 0; i < 3; ++i) v.spacing[i] = config_.volume.spacing[i] > 0 ? config_.volume.spacing[i] : 1.0;
+    // Identity cosines are LPS axial; canonical z is D, y is H, x is W.
+    auto out = ExecuteVolume(v);
+    return out.ok() ? absl::OkStatus() : out.status();
+  }
 
   absl::StatusOr<std::vector<ImageOutput>> Execute(const std::vector<const ImageView*>& images) override {
     try {
@@ -154,6 +180,119 @@ class TorchBackend final : public ModelBackend {
     return out;
   }
 
+  at::Tensor Forward(const at::Tensor& x) {
+    torch::jit::IValue result;
+    {
+      std::lock_guard lk(mu_);
+      result = module_.forward({x});
+    }
+    if (result.isTensor()) return result.toTensor();
+    if (result.isTuple()) {
+      const auto& elems = result.toTupleRef().elements();
+      if (!elems.empty() && elems[0].isTensor()) return elems[0].toTensor();
+    }
+    TORCH_CHECK(false, "model output must be a tensor or a tuple whose first element is a tensor");
+  }
+
+  absl::StatusOr<VolumeOutput> RunVolume(const VolumeView& in) {
+    c10::InferenceMode guard;
+    const VolumeConfig& vc = config_.volume;
+    const auto& labels = config_.output.labels;
+    const auto n_labels = static_cast<int64_t>(labels.size());
+    ASSIGN_OR_RETURN(ReorientPlan plan, PlanReorientation(in.direction, vc.orientation));
+
+    // One copy to the device in the stored type, then float there.
+    const at::ScalarType stored = in.dtype == DType::kUint8    ? at::kByte
+                                  : in.dtype == DType::kFloat16 ? at::kHalf
+                                  : in.dtype == DType::kFloat32 ? at::kFloat
+                                                                : at::kShort;
+    at::Tensor x = at::from_blob(const_cast<char*>(in.data.data()), in.shape, at::TensorOptions().dtype(stored));
+    x = x.to(device_);
+    // uint16 has no LibTorch type: stored as int16, widened without the sign.
+    x = in.dtype == DType::kUint16 ? x.to(at::kInt).bitwise_and(0xFFFF).to(at::kFloat) : x.to(at::kFloat);
+    x = Reorient(x.unsqueeze(0), plan);
+
+    const Size3 source_size{x.size(2), x.size(3), x.size(4)};
+    const Spacing3 source_spacing = ReorientSpacing(in.spacing, plan);
+    const Size3 model_size = ResampledSize(source_size, source_spacing, vc.spacing);
+    x = ApplyIntensity(Resample(x, model_size, vc.interpolation), vc);
+
+    // The network's own axis order, from and back to (z, y, x).
+    std::vector<int64_t> to_model{0, 1}, from_model(5);
+    for (char a : vc.axes) to_model.push_back(2 + (a == 'D' ? 0 : (a == 'H' ? 1 : 2)));
+    for (int64_t i = 0; i < 5; ++i) from_model[static_cast<size_t>(to_model[static_cast<size_t>(i)])] = i;
+    const at::ScalarType compute = ComputeType(config_.precision);
+    Predictor predict = [&](const at::Tensor& window) {
+      at::Tensor out = Forward(window.permute(to_model).contiguous().to(compute));
+      return out.to(at::kFloat).permute(from_model);
+    };
+    SlidingWindowOptions sw{vc.roi, vc.overlap, vc.blending, vc.sigma_scale, vc.sw_batch_size};
+    at::Tensor logits = SlidingWindow(x, sw, predict);
+
+    const bool label_map_model = vc.output == VolumeOutputKind::kLabelMap;
+    const int64_t want = label_map_model ? n_labels + 1 : n_labels;
+    if (logits.size(1) != want) {
+      return absl::FailedPreconditionError("model returns " + std::to_string(logits.size(1)) + " channels; model.yaml's " +
+                                           std::string(VolumeOutputKindName(vc.output)) + " with " +
+                                           std::to_string(n_labels) + " labels needs " + std::to_string(want));
+    }
+
+    const Size3 out_size = vc.resample_back ? source_size : model_size;
+    at::Tensor label_map;
+    at::Tensor probs;
+    std::vector<float> max_probability(static_cast<size_t>(n_labels), 0.0f);
+    if (label_map_model) {
+      // Channel 0 is background; argmax of the logits is argmax of softmax.
+      at::Tensor p = logits.softmax(1);
+      at::Tensor peak = p.amax({0, 2, 3, 4}).cpu();
+      for (int64_t i = 0; i < n_labels; ++i) max_probability[static_cast<size_t>(i)] = peak[i + 1].item<float>();
+      label_map = p.argmax(1, /*keepdim=*/true).to(at::kFloat);
+      // Labels are categories: nearest, never interpolated into each other.
+      label_map = Resample(label_map, out_size, Interpolation::kNearest).to(at::kByte);
+    } else {
+      probs = Resample(logits.sigmoid(), out_size, Interpolation::kLinear);
+      at::Tensor peak = probs.amax({0, 2, 3, 4}).cpu();
+      for (int64_t i = 0; i < n_labels; ++i) max_probability[static_cast<size_t>(i)] = peak[i].item<float>();
+      std::vector<float> thresholds;
+      for (const auto& l : labels) thresholds.push_back(static_cast<float>(l.threshold));
+      at::Tensor t = at::tensor(thresholds, probs.options()).view({1, n_labels, 1, 1, 1});
+      // The label map gives each voxel its most probable label among those at
+      // or above their own threshold.
+      at::Tensor eligible = at::where(probs >= t, probs, at::full_like(probs, -1.0f));
+      auto [best, index] = eligible.max(1, /*keepdim=*/true);
+      label_map = at::where(best >= 0, index + 1, at::zeros_like(index)).to(at::kByte);
+    }
+
+    // Back into the source's orientation.
+    label_map = UndoReorient(label_map, plan).cpu().contiguous();
+    VolumeOutput out;
+    const Size3 shape{label_map.size(2), label_map.size(3), label_map.size(4)};
+    out.shape = shape;
+    if (vc.resample_back) {
+      out.spacing = in.spacing;
+    } else {
+      // The grid covers the source's extent, so its spacing is that extent
+      // over the new size, which can differ slightly from the target.
+      Spacing3 model_spacing;
+      for (size_t i = 0; i < 3; ++i) {
+        model_spacing[i] = source_spacing[i] * static_cast<double>(source_size[i]) / static_cast<double>(model_size[i]);
+      }
+      for (size_t i = 0; i < 3; ++i) out.spacing[static_cast<size_t>(plan.perm[i])] = model_spacing[i];
+    }
+    out.label_map.assign(reinterpret_cast<const char*>(label_map.data_ptr<uint8_t>()),
+                         static_cast<size_t>(label_map.numel()));
+    at::Tensor counts = at::bincount(label_map.flatten().to(at::kLong), {}, n_labels + 1).cpu();
+    for (int64_t i = 0; i < n_labels; ++i) out.voxel_count.push_back(static_cast<uint64_t>(counts[i + 1].item<int64_t>()));
+    out.max_probability = std::move(max_probability);
+    if (probs.defined()) {
+      at::Tensor bytes = UndoReorient(probs, plan).mul(255).round().clamp(0, 255).to(at::kByte).cpu().contiguous();
+      const auto per_map = static_cast<size_t>(bytes.numel() / n_labels);
+      const char* base = reinterpret_cast<const char*>(bytes.data_ptr<uint8_t>());
+      for (int64_t i = 0; i < n_labels; ++i) out.probabilities.emplace_back(base + static_cast<size_t>(i) * per_map, per_map);
+    }
+    return out;
+  }
+
   const ModelConfig config_;
   torch::jit::script::Module module_;
   at::Device device_;
@@ -226,7 +365,9 @@ absl::StatusOr<std::vector<std::unique_ptr<ModelBackend>>> TorchBackendFactory::
       module.eval();
       module.to(ComputeType(config.precision));
       auto backend = std::make_unique<TorchBackend>(config, std::move(module), device);
-      if (options_.warm_up) {
+      if (options_.warm_up && config.input.kind == InputKind::kVolume) {
+        RETURN_IF_ERROR(backend->WarmUpVolume());
+      } else if (options_.warm_up) {
         const int batch = device.is_cuda() ? config.batching.max_batch_size : 1;
         RETURN_IF_ERROR(backend->WarmUp(batch));
       }

@@ -52,6 +52,15 @@ const std::set<std::string> kReviewedText = {
     "secondread.inference.v1.ImageResult.model_name",
     "secondread.inference.v1.InferResponse.job_token",
     "secondread.inference.v1.InferResponse.model_name",
+    "secondread.inference.v1.VolumeInputSpec.axes",           // a permutation of DHW, from the model manifest
+    "secondread.inference.v1.VolumeInputSpec.interpolation",  // linear | nearest, from the model manifest
+    "secondread.inference.v1.VolumeHeader.model_name",
+    "secondread.inference.v1.VolumeHeader.job_token",  // opaque, minted by the node from its job id
+    "secondread.inference.v1.VolumeChunk.data",        // voxel samples or output map bytes only
+    "secondread.inference.v1.LabelSummary.label",      // model label
+    "secondread.inference.v1.VolumeMap.label",         // model label
+    "secondread.inference.v1.VolumeResultHeader.job_token",
+    "secondread.inference.v1.VolumeResultHeader.model_name",
 };
 
 std::string Lower(std::string s) {

@@ -129,6 +129,147 @@ TEST(ModelConfigTest, PixelValuesFollowTheScalingUnlessSet) {
   EXPECT_EQ(PixelValuesName(PixelValues::kDisplay), "display");
 }
 
+constexpr char kVolume[] = R"(
+name: spleen
+intended_use: testing only
+input:
+  kind: volume
+  channels: 1
+  axes: WHD
+  orientation: RAS
+  spacing: [1.5, 1.0, 0.8]
+  interpolation: linear
+  intensity: {kind: range, low: -57, high: 164, clip: true}
+  accepted_dtypes: [int16, float32]
+sliding_window:
+  roi: [96, 128, 112]
+  overlap: 0.5
+  blending: gaussian
+  sigma_scale: 0.2
+  batch_size: 4
+output:
+  kind: label_map
+  resample_back: false
+  labels:
+    - name: spleen
+      category: {scheme: SCT, value: "123037004", meaning: Anatomical Structure}
+      type: {scheme: SCT, value: "78961009", meaning: Spleen}
+      threshold: 0.5
+instance_group: {kind: cuda}
+)";
+
+TEST(ModelConfigTest, ParsesAVolumeModel) {
+  auto c = ParseModelConfig(kVolume, "spleen");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->input.kind, InputKind::kVolume);
+  EXPECT_EQ(c->input.values, PixelValues::kModality);
+  EXPECT_EQ(c->volume.axes, "WHD");
+  EXPECT_EQ(c->volume.orientation, Orientation::kRas);
+  EXPECT_EQ(c->volume.spacing, (std::array<double, 3>{1.5, 1.0, 0.8}));
+  EXPECT_EQ(c->volume.interpolation, Interpolation::kLinear);
+  EXPECT_EQ(c->volume.intensity, Intensity::kRange);
+  EXPECT_DOUBLE_EQ(c->volume.low, -57);
+  EXPECT_DOUBLE_EQ(c->volume.high, 164);
+  EXPECT_TRUE(c->volume.clip);
+  EXPECT_EQ(c->volume.roi, (std::array<int64_t, 3>{96, 128, 112}));
+  EXPECT_DOUBLE_EQ(c->volume.overlap, 0.5);
+  EXPECT_EQ(c->volume.blending, Blending::kGaussian);
+  EXPECT_DOUBLE_EQ(c->volume.sigma_scale, 0.2);
+  EXPECT_EQ(c->volume.sw_batch_size, 4);
+  EXPECT_EQ(c->volume.output, VolumeOutputKind::kLabelMap);
+  EXPECT_FALSE(c->volume.resample_back);
+  ASSERT_EQ(c->output.labels.size(), 1u);
+  EXPECT_EQ(c->output.labels[0].category.value, "123037004");
+  EXPECT_EQ(c->output.labels[0].type.meaning, "Spleen");
+  EXPECT_EQ(c->output.labels[0].code.value, "78961009");  // the type, when no code is given
+  EXPECT_TRUE(c->placement.cuda);
+}
+
+TEST(ModelConfigTest, VolumeIntensityKindsAndDefaults) {
+  const std::string v = kVolume;
+  const std::string range = "intensity: {kind: range, low: -57, high: 164, clip: true}";
+  auto c = ParseModelConfig(Replace(v, range, "intensity: {kind: window, center: 40, width: 400}"), "spleen");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->volume.intensity, Intensity::kWindow);
+  EXPECT_DOUBLE_EQ(c->volume.window_width, 400);
+  c = ParseModelConfig(Replace(v, range, "intensity: {kind: zscore, over: nonzero}"), "spleen");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->volume.intensity, Intensity::kZScore);
+  EXPECT_TRUE(c->volume.zscore_nonzero);
+  c = ParseModelConfig(Replace(v, range, "intensity: {kind: suv_range, low: 0, high: 20, clip: false}"), "spleen");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->volume.intensity, Intensity::kSuvRange);
+  EXPECT_FALSE(c->volume.clip);
+  // Without the optional keys: LPS, DHW, the source spacing, gaussian 0.125,
+  // results on the source grid.
+  c = ParseModelConfig(R"(
+name: minimal
+intended_use: testing only
+input: {kind: volume}
+sliding_window: {roi: [32, 32, 32]}
+output:
+  labels:
+    - name: liver
+      category: {scheme: SCT, value: "123037004", meaning: Anatomical Structure}
+      type: {scheme: SCT, value: "10200004", meaning: Liver}
+      threshold: 0.5
+)",
+                       "minimal");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->volume.orientation, Orientation::kLps);
+  EXPECT_EQ(c->volume.axes, "DHW");
+  EXPECT_EQ(c->volume.spacing, (std::array<double, 3>{0, 0, 0}));
+  EXPECT_EQ(c->volume.intensity, Intensity::kNone);
+  EXPECT_EQ(c->volume.blending, Blending::kGaussian);
+  EXPECT_DOUBLE_EQ(c->volume.sigma_scale, 0.125);
+  EXPECT_DOUBLE_EQ(c->volume.overlap, 0.25);
+  EXPECT_EQ(c->volume.output, VolumeOutputKind::kLabelMap);
+  EXPECT_TRUE(c->volume.resample_back);
+}
+
+TEST(ModelConfigTest, RefusesBrokenVolumeManifestsWithAReason) {
+  const std::string v = kVolume;
+  const std::string range = "intensity: {kind: range, low: -57, high: 164, clip: true}";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {Replace(v, "kind: volume", "kind: hologram"), "input.kind"},
+      {Replace(v, "axes: WHD", "axes: DHH"), "input.axes"},
+      {Replace(v, "orientation: RAS", "orientation: LPI"), "input.orientation"},
+      {Replace(v, "spacing: [1.5, 1.0, 0.8]", "spacing: [1.5, 1.0]"), "input.spacing"},
+      {Replace(v, "spacing: [1.5, 1.0, 0.8]", "spacing: [1.5, 0, 0.8]"), "input.spacing"},
+      {Replace(v, "interpolation: linear", "interpolation: cubic"), "input.interpolation"},
+      {Replace(v, range, "intensity: {kind: range, low: 164, high: -57}"), "high > low"},
+      {Replace(v, range, "intensity: {kind: window, center: 40}"), "center and width"},
+      {Replace(v, range, "intensity: {kind: zscore, over: some}"), "input.intensity.over"},
+      {Replace(v, range, "intensity: {kind: suv_range, low: -1, high: 5}"), "suv_range"},
+      {Replace(v, range, "intensity: {kind: histogram}"), "input.intensity.kind"},
+      {Replace(v, "  channels: 1\n", "  channels: 1\n  values: display\n"), "input.values"},
+      {Replace(v, "  channels: 1\n", "  channels: 1\n  height: 256\n"), "unknown configuration key"},
+      {Replace(v, "roi: [96, 128, 112]", "roi: [96, 128]"), "sliding_window.roi"},
+      {Replace(v, "roi: [96, 128, 112]", "roi: [96, 0, 112]"), "sliding_window.roi"},
+      {Replace(v, "overlap: 0.5", "overlap: 1"), "sliding_window.overlap"},
+      {Replace(v, "overlap: 0.5", "overlap: -0.1"), "sliding_window.overlap"},
+      {Replace(v, "blending: gaussian", "blending: median"), "sliding_window.blending"},
+      {Replace(v, "blending: gaussian", "blending: constant"), "sigma_scale applies to gaussian"},
+      {Replace(v, "sigma_scale: 0.2", "sigma_scale: 0"), "sigma_scale"},
+      {Replace(v, "batch_size: 4", "batch_size: 0"), "sliding_window.batch_size"},
+      {Replace(v, "kind: label_map", "kind: mesh"), "output.kind"},
+      {Replace(v, "resample_back: false", "resample_back: maybe"), "resample_back"},
+      {Replace(v, "      category: {scheme: SCT, value: \"123037004\", meaning: Anatomical Structure}\n", ""),
+       "category"},
+      {Replace(v, "type: {scheme: SCT, value: \"78961009\", meaning: Spleen}", "type: {scheme: SCT}"), "type"},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    auto c = ParseModelConfig(cases[i].first, "spleen");
+    ASSERT_FALSE(c.ok()) << "case " << i;
+    EXPECT_NE(c.status().message().find(cases[i].second), std::string::npos)
+        << "case " << i << ": " << c.status().message();
+  }
+  // sliding_window is required: a volume model without a ROI cannot run.
+  auto c = ParseModelConfig(Replace(v, "sliding_window:\n  roi: [96, 128, 112]\n", "sliding_window:\n"), "spleen");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("sliding_window.roi is required"), std::string::npos) << c.status().message();
+}
+
 TEST(ModelConfigTest, ModelNamesCannotEscapeTheRepository) {
   EXPECT_TRUE(IsValidModelName("synthetic-nodule-demo"));
   EXPECT_TRUE(IsValidModelName("densenet121.v2_b"));
