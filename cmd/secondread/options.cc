@@ -134,6 +134,16 @@ absl::Status ParsePipeline(config::ConfigTree& t, worklist::PipelineOptions& p, 
   p.dispatch.concurrency = static_cast<int>(dconc);
   ASSIGN_OR_RETURN(int64_t dmax, t.Int("dispatch.max_attempts", p.tracker.dispatch_max_attempts, 1, 100));
   p.tracker.dispatch_max_attempts = static_cast<int>(dmax);
+  ASSIGN_OR_RETURN(p.volume_enabled, t.Bool("volume.enabled", p.volume_enabled));
+  ASSIGN_OR_RETURN(int64_t vconc, t.Int("volume.concurrency", p.volume.concurrency, 1, 16));
+  p.volume.concurrency = static_cast<int>(vconc);
+  ASSIGN_OR_RETURN(int64_t vslices, t.Int("volume.max_slices", p.volume.volume.max_slices, 3, 65536));
+  p.volume.volume.max_slices = static_cast<uint32_t>(vslices);
+  ASSIGN_OR_RETURN(uint64_t vbytes, t.Bytes("volume.max_bytes", p.volume.volume.max_voxels * sizeof(float)));
+  if (vbytes < (1ull << 20) || vbytes > (64ull << 30)) {
+    return absl::InvalidArgumentError("volume.max_bytes must be 1MiB..64GiB");
+  }
+  p.volume.volume.max_voxels = vbytes / sizeof(float);
   // Each compressed image decodes in a process of its own under these limits.
   scp::DecoderLimits& decoder = p.dispatch.decoder;
   ASSIGN_OR_RETURN(decoder.memory_bytes, t.Bytes("decoder.memory_limit", decoder.memory_bytes));
@@ -144,6 +154,7 @@ absl::Status ParsePipeline(config::ConfigTree& t, worklist::PipelineOptions& p, 
   decoder.cpu_seconds = static_cast<uint32_t>(decoder_cpu);
   ASSIGN_OR_RETURN(int64_t decoder_wall, t.Int("decoder.wall_seconds", decoder.wall_seconds, 1, 3600));
   decoder.wall_seconds = static_cast<uint32_t>(decoder_wall);
+  p.volume.volume.decoder = decoder;
   ASSIGN_OR_RETURN(int64_t lease, t.Int("queue.lease_seconds", 120, 5, 86400));
   p.queue.lease = seconds(lease);
   ASSIGN_OR_RETURN(int64_t base, t.Int("queue.backoff_base_ms", p.queue.backoff_base.count(), 10, 3600000));
@@ -157,6 +168,7 @@ absl::Status ParsePipeline(config::ConfigTree& t, worklist::PipelineOptions& p, 
   p.exporter.concurrency = static_cast<int>(econc);
   ASSIGN_OR_RETURN(int64_t emax, t.Int("export.max_attempts", p.dispatch.export_max_attempts, 1, 100));
   p.dispatch.export_max_attempts = static_cast<int>(emax);
+  p.volume.export_max_attempts = p.dispatch.export_max_attempts;
   ASSIGN_OR_RETURN(std::string calling, t.String("export.calling_ae", node_ae));
   ASSIGN_OR_RETURN(size_t dests, t.ListSize("export.destinations"));
   for (size_t i = 0; i < dests; ++i) {
@@ -194,6 +206,7 @@ absl::Status ParsePipeline(config::ConfigTree& t, worklist::PipelineOptions& p, 
       return absl::InvalidArgumentError("export destination " + d.name + " is named twice");
     }
     p.dispatch.destinations.push_back(d.name);
+    p.volume.destinations.push_back(d.name);
     p.exporter.destinations[d.name] = d;
   }
   return absl::OkStatus();
@@ -358,6 +371,8 @@ absl::StatusOr<NodeOptions> ParseNodeOptions(config::ConfigTree& t) {
   o.pipeline.dispatch.node_id = std::string(host) + ":" + std::to_string(getpid());
   o.pipeline.exporter.node_id = o.pipeline.dispatch.node_id;
   o.pipeline.dispatch.software_version = SECONDREAD_VERSION_STRING;
+  o.pipeline.volume.node_id = o.pipeline.dispatch.node_id;
+  o.pipeline.volume.software_version = SECONDREAD_VERSION_STRING;
 
   RETURN_IF_ERROR(t.CheckNoUnknownKeys());
   return o;

@@ -407,6 +407,7 @@ absl::StatusOr<std::vector<Volume>> ReadUnguarded(const std::vector<std::string>
     decode.modality_values = true;
     decode.max_frames = object.frames;
     decode.max_total_pixels = std::max<uint64_t>(options.max_voxels, 1);
+    decode.decoder = options.decoder;
     std::string path = object.path;
     if (!object.exact_in_decoder) {
       if (scratch.path().empty()) RETURN_IF_ERROR(scratch.Create(options.scratch_dir));

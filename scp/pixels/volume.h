@@ -12,6 +12,8 @@
 
 #include "common/status.h"
 
+#include "scp/pixels/pixel_decoder.h"
+
 namespace secondread::scp {
 
 using Vec3 = std::array<double, 3>;
@@ -59,6 +61,8 @@ struct VolumeOptions {
   // Where de-rescaled copies of objects are written for decoding, in a
   // private directory removed afterwards; empty: $TMPDIR, else /tmp.
   std::string scratch_dir;
+  // The process each object decodes in (pixel_decoder.h).
+  DecoderLimits decoder;
 };
 
 // Where one z index of a volume comes from.

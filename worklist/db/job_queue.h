@@ -28,6 +28,8 @@ namespace secondread::worklist {
 // Queues in use. A job's queue says which kind of worker runs it.
 inline constexpr char kDispatchQueue[] = "dispatch";
 inline constexpr char kExportQueue[] = "export";
+// Volume reads: few at a time, each holding a whole series in memory.
+inline constexpr char kVolumeQueue[] = "volume";
 
 // Lower runs first: 0 = STAT, 1 = routine.
 inline constexpr int kPriorityStat = 0;

@@ -5,13 +5,14 @@
 namespace secondread::worklist {
 namespace {
 
-// This is the 2D path: a volume read (input 'volume') is invisible to it and
-// never changed by it, even if a job named one.
+// Each store serves one kind of read (ReadStoreOptions::input): a read of the
+// other kind is invisible to it and never changed by it, even if a job named
+// one.
 constexpr char kLoadRead[] = R"SQL(
 SELECT r.state, r.study_ref, st.study_instance_uid, r.rule_name, r.model_name, r.model_version, r.mode,
        r.priority, extract(epoch FROM r.triggered_at)::float8, r.trigger, r.generation
 FROM reads r JOIN studies st ON st.id = r.study_ref
-WHERE r.id = $1 AND r.input = 'image'
+WHERE r.id = $1 AND r.input = $2
 FOR UPDATE OF r
 )SQL";
 
@@ -44,7 +45,7 @@ ORDER BY p.generation DESC, ro.kind, ro.id
 
 constexpr char kMarkRunning[] = R"SQL(
 UPDATE reads SET state = 'running', started_at = clock_timestamp()
-WHERE id = $1 AND state IN ('queued', 'running') AND input = 'image'
+WHERE id = $1 AND state IN ('queued', 'running') AND input = $2
 )SQL";
 
 constexpr char kLockRead[] = "SELECT state FROM reads WHERE id = $1 FOR UPDATE";
@@ -106,12 +107,12 @@ ON CONFLICT (study_ref) DO UPDATE SET
 )SQL";
 
 constexpr char kReadRequeued[] = R"SQL(
-UPDATE reads SET state = 'queued', error = $2 WHERE id = $1 AND state IN ('queued', 'running') AND input = 'image'
+UPDATE reads SET state = 'queued', error = $2 WHERE id = $1 AND state IN ('queued', 'running') AND input = $3
 )SQL";
 
 constexpr char kReadFailed[] = R"SQL(
 UPDATE reads SET state = 'failed', error = $2, done_at = clock_timestamp()
-WHERE id = $1 AND state IN ('queued', 'running') AND input = 'image'
+WHERE id = $1 AND state IN ('queued', 'running') AND input = $3
 )SQL";
 
 bool Finished(const std::string& state) { return state == "done" || state == "not_applicable" || state == "failed"; }
@@ -138,7 +139,7 @@ absl::StatusOr<LoadedRead> ReadStore::Start(const Job& job, int64_t read_id) {
       out.fence = Fence::kClaimLost;
       return;
     }
-    auto r = tx.exec_params(kLoadRead, read_id);
+    auto r = tx.exec_params(kLoadRead, read_id, options_.input);
     out.found = !r.empty();
     if (!out.found) return;
     ReadRow& read = out.read;
@@ -182,7 +183,7 @@ absl::StatusOr<LoadedRead> ReadStore::Start(const Job& job, int64_t read_id) {
                   row[5].as<std::string>()};
       out.prior.push_back(std::move(p));
     }
-    tx.exec_params(kMarkRunning, read_id);
+    tx.exec_params(kMarkRunning, read_id, options_.input);
     tx.commit();
   }));
   return out;
@@ -281,7 +282,7 @@ absl::StatusOr<Fence> ReadStore::Fail(const Job& job, int64_t read_id, const std
       fence = Fence::kClaimLost;
       return;
     }
-    if (tx.exec_params(gone ? kReadFailed : kReadRequeued, read_id, error).affected_rows() > 0 && gone) {
+    if (tx.exec_params(gone ? kReadFailed : kReadRequeued, read_id, error, options_.input).affected_rows() > 0 && gone) {
       for (const auto& skip : skipped) tx.exec_params(kInsertSkipped, read_id, skip.instance_ref, skip.reason);
     }
     tx.commit();
@@ -292,7 +293,7 @@ absl::StatusOr<Fence> ReadStore::Fail(const Job& job, int64_t read_id, const std
 
 void ReadStore::DiscardInTx(pqxx::transaction_base& tx, const Job& job, const std::string& reason) {
   const int64_t read_id = job.args.value("read_id", int64_t{0});
-  tx.exec_params(kReadFailed, read_id, reason);
+  tx.exec_params(kReadFailed, read_id, reason, job.queue == kVolumeQueue ? "volume" : "image");
 }
 
 }  // namespace secondread::worklist

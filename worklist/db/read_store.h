@@ -112,6 +112,9 @@ struct ReadOutcome {
 struct ReadStoreOptions {
   std::vector<std::string> destinations;  // export destinations of clinical reads
   int export_max_attempts = 12;
+  // The reads this store loads and moves: "image" (the image dispatcher)
+  // or "volume" (the volume dispatcher).
+  std::string input = "image";
 };
 
 class ReadStore {
@@ -139,7 +142,7 @@ class ReadStore {
   absl::StatusOr<Fence> Fail(const Job& job, int64_t read_id, const std::string& error, bool permanent,
                              bool* discarded, const std::vector<SkippedImage>& skipped = {});
 
-  // For the reaper: a dispatch job discarded when its lease expired on the
+  // For the reaper: a dispatch or volume job discarded when its lease expired on the
   // last attempt leaves its read failed with the reason.
   static void DiscardInTx(pqxx::transaction_base& tx, const Job& job, const std::string& reason);
 

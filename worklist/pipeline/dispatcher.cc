@@ -12,6 +12,7 @@
 #include "scp/pixels/pixel_decoder.h"
 #include "scp/objects/result_objects.h"
 #include "worklist/pipeline/model_input.h"
+#include "worklist/pipeline/read_stages.h"
 
 namespace secondread::worklist {
 namespace {
@@ -44,63 +45,6 @@ std::string Trim(std::string s) {
 bool Applies(const google::protobuf::RepeatedPtrField<std::string>& allowed, const std::string& value) {
   if (allowed.empty()) return true;
   return std::find(allowed.begin(), allowed.end(), Trim(value)) != allowed.end();
-}
-
-std::string RandomToken() {
-  std::random_device rd;
-  std::string token(16, '\0');
-  for (auto& c : token) c = static_cast<char>(rd() & 0xff);
-  return token;
-}
-
-double Ms(Steady::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
-
-bool Transient(absl::StatusCode code) {
-  switch (code) {
-    case absl::StatusCode::kUnavailable:
-    case absl::StatusCode::kDeadlineExceeded:
-    case absl::StatusCode::kResourceExhausted:
-    case absl::StatusCode::kNotFound:  // a model not (yet) deployed on the workers
-    case absl::StatusCode::kAborted:
-    case absl::StatusCode::kInternal:
-    case absl::StatusCode::kUnknown:
-    case absl::StatusCode::kCancelled:
-      return true;
-    default:
-      return false;
-  }
-}
-
-std::string Now(const char* fmt) {
-  std::time_t t = Clock::to_time_t(Clock::now());
-  std::tm tm{};
-  localtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, fmt, &tm);
-  return buf;
-}
-
-// A stage's failure: whether a retry could help decides between retrying
-// the job and failing the read for good.
-struct StageError {
-  absl::Status status;
-  bool permanent = false;
-};
-StageError Transiently(absl::Status st) { return {std::move(st), false}; }
-StageError Permanently(absl::Status st) { return {std::move(st), true}; }
-StageError ByCode(absl::Status st) {
-  const bool permanent = !Transient(st.code());
-  return {std::move(st), permanent};
-}
-
-// Stage: what the worker serves for the read's model.
-absl::StatusOr<pb::ModelDescription> DescribeModel(InferenceClient& inference, const ReadRow& read) {
-  auto described = inference.Describe(read.model, read.version);
-  if (!described.ok()) return described.status();
-  if (described->state() != pb::MODEL_STATE_READY) {
-    return absl::UnavailableError("model " + read.model + " is not ready: " + described->reason());
-  }
-  return *described;
 }
 
 // Stage: the model's applicability narrows the images further than the rule
@@ -268,12 +212,6 @@ ReadFindings CollectFindings(const pb::ModelDescription& model, const std::vecto
   return out;
 }
 
-struct BuiltResult {
-  std::string kind;  // sr or sc
-  scp::BuiltObject object;
-  int64_t source_instance = 0;
-};
-
 // Stage: the SR and one Secondary Capture per source instance (its
 // highest-scoring frame), named by the read's identity (scp/objects/derived_uid.h).
 // What an earlier generation of the same study read already holds under the
@@ -286,16 +224,8 @@ absl::StatusOr<std::vector<BuiltResult>> BuildObjects(const ReadRow& read, const
                                                       const std::string& software_version,
                                                       const scp::DecoderLimits& decoder) {
   const std::string version = std::to_string(model.version());
-  scp::AlgorithmInfo algorithm;
-  algorithm.model_name = model.name();
-  algorithm.model_version = version;
-  algorithm.software_version = software_version;
-  for (const auto& l : model.labels()) {
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "%.4g", l.threshold());
-    algorithm.parameters += (algorithm.parameters.empty() ? "" : "; ") + ("threshold " + l.name() + "=" + buf);
-  }
-  const scp::ContentTime when{Now("%Y%m%d"), Now("%H%M%S")};
+  const scp::AlgorithmInfo algorithm = AlgorithmFor(model, software_version);
+  const scp::ContentTime when{LocalNow("%Y%m%d"), LocalNow("%H%M%S")};
   const bool per_instance = read.trigger == "instance";
   const scp::ReadIdentity identity{read.study_uid, read.rule, model.name(), version,
                                    per_instance ? sources.front().sop_instance_uid : std::string()};
@@ -374,26 +304,6 @@ absl::StatusOr<std::vector<BuiltResult>> BuildObjects(const ReadRow& read, const
     built.push_back({"sc", std::move(*sc), sources[source].instance_id});
   }
   return built;
-}
-
-// Stage: the objects written durably, under names unique to this attempt,
-// so a holder that outlived its lease cannot overwrite a file the live one
-// committed. On failure the files written so far are removed.
-absl::StatusOr<std::vector<ObjectRow>> WriteObjects(const ResultFiles& results, const Job& job,
-                                                    const std::vector<BuiltResult>& built) {
-  std::vector<ObjectRow> rows;
-  for (const auto& b : built) {
-    auto name = results.Write(
-        b.object.sop_instance_uid + "|job " + std::to_string(job.id) + "|attempt " + std::to_string(job.attempt),
-        b.object.part10);
-    if (!name.ok()) {
-      for (const auto& r : rows) results.Remove(r.file_name);
-      return name.status();
-    }
-    rows.push_back({b.kind, b.object.sop_class_uid, b.object.sop_instance_uid, b.object.series_instance_uid,
-                    b.source_instance, *name, static_cast<int64_t>(b.object.part10.size())});
-  }
-  return rows;
 }
 
 std::vector<FindingRow> FindingRows(const ReadFindings& found, const std::vector<Item>& items,
@@ -497,7 +407,7 @@ void Dispatcher::Process(Lease& lease) {
   const auto t_decode = Steady::now();
   auto items = DecodeSources(*spool_, *model, sources, applicable, read_id, options_.decoder, &skipped);
   if (!items.ok()) return fail(Permanently(items.status()));
-  const double decode_ms = Ms(Steady::now() - t_decode);
+  const double decode_ms = Milliseconds(Steady::now() - t_decode);
 
   // Infer.
   if (!lease.Check().ok()) return lost("infer");
@@ -506,7 +416,7 @@ void Dispatcher::Process(Lease& lease) {
     if (lease.lost()) return lost("infer");
     return fail(*failed);
   }
-  const double inference_ms = Ms(Steady::now() - t_infer);
+  const double inference_ms = Milliseconds(Steady::now() - t_infer);
 
   // Findings and result objects.
   if (!lease.Check().ok()) return lost("results");
@@ -518,7 +428,7 @@ void Dispatcher::Process(Lease& lease) {
   if (!lease.Check().ok()) return lost("write");
   auto objects = WriteObjects(*results_, job, *built);
   if (!objects.ok()) return fail(Transiently(objects.status()));
-  const double results_ms = Ms(Steady::now() - t_results);
+  const double results_ms = Milliseconds(Steady::now() - t_results);
 
   // Commit everything the read produced, once, under the claim.
   ReadOutcome outcome;

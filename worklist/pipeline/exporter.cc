@@ -17,7 +17,7 @@ WHERE e.id = $1
 )SQL";
 
 constexpr char kLoadObjects[] = R"SQL(
-SELECT file_name FROM result_objects WHERE read_ref = $1 ORDER BY kind DESC, id
+SELECT file_name FROM result_objects WHERE read_ref = $1 ORDER BY CASE kind WHEN 'seg' THEN 0 WHEN 'sr' THEN 1 ELSE 2 END, id
 )SQL";
 
 constexpr char kSent[] = R"SQL(

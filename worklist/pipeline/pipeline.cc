@@ -35,6 +35,12 @@ absl::StatusOr<Pipeline::Ptr> Pipeline::Start(const PipelineOptions& options, co
     p->dispatcher_ = std::make_unique<Dispatcher>(options.dispatch, db, p->pool_.get(), p->queue_.get(),
                                                   p->inference_.get(), spool, p->results_.get(), p->metrics_.get());
     p->dispatcher_->Start();
+    if (options.volume_enabled) {
+      p->volume_dispatcher_ = std::make_unique<VolumeDispatcher>(options.volume, db, p->pool_.get(), p->queue_.get(),
+                                                                 p->inference_.get(), spool, p->results_.get(),
+                                                                 p->metrics_.get());
+      p->volume_dispatcher_->Start();
+    }
   } else {
     log::Warn("dispatch_disabled", {{"reason", "no inference.endpoints configured; reads stay queued"}});
   }
@@ -61,6 +67,7 @@ void Pipeline::Stop() {
   if (maintenance_.joinable()) maintenance_.join();
   if (tracker_) tracker_->Stop();
   if (dispatcher_) dispatcher_->Stop();
+  if (volume_dispatcher_) volume_dispatcher_->Stop();
   if (exporter_) exporter_->Stop();
 }
 
@@ -69,12 +76,12 @@ void Pipeline::Maintain() {
   while (!stop_) {
     lock.unlock();
     auto reaped = queue_->ReapExpired([](pqxx::transaction_base& tx, const Job& job, const std::string& reason) {
-      if (job.queue == kDispatchQueue) ReadStore::DiscardInTx(tx, job, reason);
+      if (job.queue == kDispatchQueue || job.queue == kVolumeQueue) ReadStore::DiscardInTx(tx, job, reason);
       if (job.queue == kExportQueue) Exporter::DiscardInTx(tx, job, reason);
     });
     if (reaped.ok() && *reaped > 0) log::Warn("jobs_reaped", {{"jobs", *reaped}});
     if (auto counts = queue_->Counts(); counts.ok()) {
-      for (const char* q : {kDispatchQueue, kExportQueue}) {
+      for (const char* q : {kDispatchQueue, kVolumeQueue, kExportQueue}) {
         for (const char* s : {"available", "running", "retryable", "completed", "discarded"}) {
           metrics_->Jobs(q, s).Set(0);
         }

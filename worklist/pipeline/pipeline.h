@@ -13,6 +13,7 @@
 #include "common/metrics.h"
 #include "scp/receive/spool.h"
 #include "worklist/pipeline/dispatcher.h"
+#include "worklist/pipeline/volume_dispatcher.h"
 #include "worklist/pipeline/exporter.h"
 #include "worklist/pipeline/inference_client.h"
 #include "worklist/db/job_queue.h"
@@ -26,6 +27,9 @@ struct PipelineOptions {
   TrackerOptions tracker;
   InferenceClientOptions inference;
   DispatcherOptions dispatch;
+  // Volume reads; off on a node that should leave them to others.
+  bool volume_enabled = true;
+  VolumeDispatcherOptions volume;
   ExporterOptions exporter;
   QueueOptions queue;
   std::chrono::milliseconds maintenance_interval{2000};
@@ -51,6 +55,7 @@ class Pipeline {
   InferenceClient::Ptr inference_;
   std::unique_ptr<StudyTracker> tracker_;
   std::unique_ptr<Dispatcher> dispatcher_;
+  std::unique_ptr<VolumeDispatcher> volume_dispatcher_;
   std::unique_ptr<Exporter> exporter_;
   std::thread maintenance_;
   std::mutex mu_;

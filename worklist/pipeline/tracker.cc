@@ -155,8 +155,8 @@ GROUP BY se.id, se.series_instance_uid, se.series_number
 ORDER BY se.series_number NULLS LAST, se.id
 )SQL";
 
-// A volume read: queued, with no dispatch job (the 2D dispatcher never sees
-// it; the volume dispatcher is to claim it).
+// A volume read, queued with a job on the volume queue (the image dispatcher
+// never sees it).
 constexpr char kInsertVolumeRead[] = R"SQL(
 INSERT INTO reads (read_key, study_ref, candidate_ref, rule_name, model_name, model_version, mode, priority,
                    trigger, generation, last_instance_at, input, series_ref)
@@ -404,8 +404,17 @@ absl::StatusOr<StudyTracker::CycleResult> StudyTracker::RunOnce() {
                                      std::string(ModeName(v.mode)), v.priority, reason, generation, last_at,
                                      v.series_id);
           if (rows.empty()) continue;
-          tx.exec_params(kVolumeReadInstances, rows[0][0].as<int64_t>(), cand_id, v.series_id);
+          const int64_t read_id = rows[0][0].as<int64_t>();
+          tx.exec_params(kVolumeReadInstances, read_id, cand_id, v.series_id);
+          NewJob job;
+          job.queue = kVolumeQueue;
+          job.priority = v.priority;
+          job.args = {{"read_id", read_id}};
+          job.max_attempts = options_.dispatch_max_attempts;
+          job.unique_key = "read:" + std::to_string(read_id);
+          JobQueue::EnqueueInTx(tx, job);
           ++out.volume_reads_recorded;
+          waits.push_back(std::max(0.0, Seconds(Clock::now()) - last_at));
         }
         continue;
       }

@@ -1,0 +1,64 @@
+// What the image and the volume dispatchers share between their stages: how
+// a stage's failure is classed, the model description, result objects and
+// their durable files. Internal to worklist/pipeline.
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "scp/objects/result_objects.h"
+#include "worklist/db/job_queue.h"
+#include "worklist/db/read_store.h"
+#include "worklist/pipeline/inference_client.h"
+#include "worklist/pipeline/result_files.h"
+
+namespace secondread::worklist {
+
+// A stage's failure: whether a retry could help decides between retrying
+// the job and failing the read for good.
+struct StageError {
+  absl::Status status;
+  bool permanent = false;
+};
+inline StageError Transiently(absl::Status st) { return {std::move(st), false}; }
+inline StageError Permanently(absl::Status st) { return {std::move(st), true}; }
+// Worker and network codes a retry may cure are transient; the rest
+// (INVALID_ARGUMENT, FAILED_PRECONDITION, ...) are the read's own fault.
+bool TransientCode(absl::StatusCode code);
+inline StageError ByCode(absl::Status st) {
+  const bool permanent = !TransientCode(st.code());
+  return {std::move(st), permanent};
+}
+
+// 16 random bytes: the opaque job token a worker echoes, never derived from
+// patient data.
+std::string RandomToken();
+
+// Local date or time in strftime format, for Content Date and Time.
+std::string LocalNow(const char* fmt);
+
+double Milliseconds(std::chrono::steady_clock::duration d);
+
+// Stage: what the worker serves for the read's model.
+absl::StatusOr<inference::v1::ModelDescription> DescribeModel(InferenceClient& inference, const ReadRow& read);
+
+// The algorithm identification (TID 4019) of every object a read writes:
+// the model, its served version, its operating points and the node.
+scp::AlgorithmInfo AlgorithmFor(const inference::v1::ModelDescription& model, const std::string& software_version);
+
+// A result object built in memory, before it is written.
+struct BuiltResult {
+  std::string kind;  // sr, sc or seg
+  scp::BuiltObject object;
+  int64_t source_instance = 0;
+};
+
+// Stage: the objects written durably, under names unique to this attempt,
+// so a holder that outlived its lease cannot overwrite a file the live one
+// committed. On failure the files written so far are removed.
+absl::StatusOr<std::vector<ObjectRow>> WriteObjects(const ResultFiles& results, const Job& job,
+                                                    const std::vector<BuiltResult>& built);
+
+}  // namespace secondread::worklist
