@@ -4,11 +4,13 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <climits>
 #include <condition_variable>
 #include <exception>
 #include <map>
 #include <mutex>
+#include <string_view>
 #include <thread>
 #include <utility>
 
@@ -52,6 +54,187 @@ bool IsEndpointFailure(grpc::StatusCode code) {
 // Answers about the request itself; they do not count against the endpoint.
 bool IsRequestError(grpc::StatusCode code) {
   return code == grpc::StatusCode::INVALID_ARGUMENT || code == grpc::StatusCode::NOT_FOUND;
+}
+
+enum class Retry { kNo, kEndpointDown, kBusy };
+
+Retry ClassifyUnary(const grpc::Status& s) {
+  return IsEndpointFailure(s.error_code()) ? Retry::kEndpointDown : Retry::kNo;
+}
+
+// A worker refuses a volume beyond its concurrency bound with
+// RESOURCE_EXHAUSTED and these words (inference/service.cc); another worker
+// may well have a free slot. A volume over the worker's memory bound, or a
+// message over gRPC's size limit, carries the same code but would be
+// refused alike everywhere, so the words are what tells them apart. The
+// unit tests hold this against the real service.
+constexpr std::string_view kWorkerBusyWords = "already running";
+
+Retry ClassifyVolume(const grpc::Status& s) {
+  if (s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED &&
+      s.error_message().find(kWorkerBusyWords) != std::string::npos) {
+    return Retry::kBusy;
+  }
+  return ClassifyUnary(s);
+}
+
+// Below the contract's 4 MiB per chunk by enough that a whole message, with
+// its framing, also fits a worker left at gRPC's default 4 MiB receive limit;
+// a multiple of 4 so that no float is split between chunks.
+constexpr size_t kVolumeChunkBytes = (4u << 20) - (64u << 10);
+// What the contract allows the worker's chunks and maps.
+constexpr size_t kMaxResultChunkBytes = 4u << 20;
+// The label map plus one probability map for each of at most 255 labels.
+constexpr int kMaxResultMaps = 256;
+
+void SetTimestamp(std::chrono::system_clock::time_point t, google::protobuf::Timestamp* out) {
+  const auto since_epoch = t.time_since_epoch();
+  const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(since_epoch);
+  out->set_seconds(seconds.count());
+  out->set_nanos(
+      static_cast<int32_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(since_epoch - seconds).count()));
+}
+
+grpc::Status ToGrpcStatus(const absl::Status& s) {
+  return grpc::Status(static_cast<grpc::StatusCode>(static_cast<int>(s.code())), std::string(s.message()));
+}
+
+// Puts an InferVolume answer together while checking it against the
+// contract, so that a faulty or hostile worker can neither make the node
+// keep more than the configured bound nor hand back maps that do not fit
+// the grid it announced. Memory grows only with bytes that passed the
+// checks, and never beyond the header's announced (and bounded) sizes.
+class VolumeAssembler {
+ public:
+  VolumeAssembler(const VolumeCall& call, uint64_t max_bytes, VolumeAnswer* out)
+      : call_(call), max_bytes_(max_bytes), out_(out) {}
+
+  absl::Status Take(pb::VolumeResponse& response) {
+    if (response.has_header()) return TakeHeader(*response.mutable_header());
+    if (response.has_chunk()) return TakeChunk(response.chunk());
+    return absl::InternalError("InferVolume answer: a message with neither a header nor a chunk");
+  }
+
+  // After the worker ended the call with OK.
+  absl::Status Complete() const {
+    if (!have_header_) return absl::InternalError("InferVolume answer: the worker sent no result header");
+    for (size_t i = 0; i < sizes_.size(); ++i) {
+      if (out_->maps[i].size() != sizes_[i]) {
+        return absl::DataLossError("InferVolume answer: map " + std::to_string(i) + " holds " +
+                                   std::to_string(out_->maps[i].size()) + " of its " + std::to_string(sizes_[i]) +
+                                   " bytes");
+      }
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  absl::Status TakeHeader(pb::VolumeResultHeader& h) {
+    if (chunks_ > 0) return absl::InternalError("InferVolume answer: a result header after map chunks");
+    if (have_header_) return absl::InternalError("InferVolume answer: a second result header");
+    if (h.job_token() != call_.job_token) {
+      return absl::InternalError("InferVolume answer: the result header carries another job's token");
+    }
+    if (h.model_name() != call_.model || (call_.version != 0 && h.model_version() != call_.version)) {
+      return absl::InternalError("InferVolume answer: the result is for model '" + h.model_name() + "' version " +
+                                 std::to_string(h.model_version()));
+    }
+    if (h.shape_size() != 3) return absl::DataLossError("InferVolume answer: the output shape is not [D, H, W]");
+    if (h.maps_size() < 1 || h.maps_size() > kMaxResultMaps) {
+      return absl::DataLossError("InferVolume answer: " + std::to_string(h.maps_size()) +
+                                 " maps; there must be a label map and at most 255 more");
+    }
+    // Step by step, each product checked against the bound, so that no
+    // hostile shape can overflow its way under it.
+    uint64_t voxels = 1;
+    for (uint32_t d : h.shape()) {
+      if (d == 0) return absl::DataLossError("InferVolume answer: an output shape with an empty axis");
+      voxels *= d;
+      if (voxels > max_bytes_) return TooLarge();
+    }
+    if (voxels * static_cast<uint64_t>(h.maps_size()) > max_bytes_) return TooLarge();
+    for (int i = 0; i < h.maps_size(); ++i) {
+      const pb::VolumeMap& m = h.maps(i);
+      const auto want = i == 0 ? pb::VOLUME_MAP_KIND_LABEL_MAP : pb::VOLUME_MAP_KIND_PROBABILITY;
+      if (m.kind() != want) {
+        return absl::DataLossError("InferVolume answer: map " + std::to_string(i) + " is not a " +
+                                   (i == 0 ? "label map" : "probability map"));
+      }
+      if (m.size_bytes() != voxels) {
+        return absl::DataLossError("InferVolume answer: map " + std::to_string(i) + " announces " +
+                                   std::to_string(m.size_bytes()) + " bytes; its " + std::to_string(h.shape(0)) +
+                                   "x" + std::to_string(h.shape(1)) + "x" + std::to_string(h.shape(2)) +
+                                   " grid needs " + std::to_string(voxels));
+      }
+    }
+    have_header_ = true;
+    sizes_.assign(static_cast<size_t>(h.maps_size()), voxels);
+    out_->maps.assign(sizes_.size(), {});
+    out_->header = std::move(h);
+    return absl::OkStatus();
+  }
+
+  absl::Status TakeChunk(const pb::VolumeChunk& c) {
+    if (!have_header_) return absl::InternalError("InferVolume answer: a map chunk before the result header");
+    ++chunks_;
+    const std::string at = "InferVolume answer: a chunk of map " + std::to_string(c.map()) + " at offset " +
+                           std::to_string(c.offset());
+    if (c.map() >= sizes_.size()) {
+      return absl::DataLossError(at + ", but the header lists " + std::to_string(sizes_.size()) + " maps");
+    }
+    if (c.data().size() > kMaxResultChunkBytes) {
+      return absl::DataLossError(at + " holds " + std::to_string(c.data().size()) + " bytes; chunks are at most " +
+                                 std::to_string(kMaxResultChunkBytes));
+    }
+    if (c.map() < current_) {
+      return absl::DataLossError(at + " arrived after map " + std::to_string(current_) +
+                                 "; maps come in the header's order");
+    }
+    for (; current_ < c.map(); ++current_) {
+      if (out_->maps[current_].size() != sizes_[current_]) {
+        return absl::DataLossError(at + " arrived while map " + std::to_string(current_) + " holds " +
+                                   std::to_string(out_->maps[current_].size()) + " of its " +
+                                   std::to_string(sizes_[current_]) + " bytes");
+      }
+    }
+    std::vector<uint8_t>& map = out_->maps[c.map()];
+    if (c.offset() != map.size()) {
+      return absl::DataLossError(at + (c.offset() < map.size() ? " overlaps" : " leaves a gap after") + " the " +
+                                 std::to_string(map.size()) + " bytes received");
+    }
+    if (c.data().size() > sizes_[c.map()] - map.size()) {
+      return absl::DataLossError(at + " runs past the map's " + std::to_string(sizes_[c.map()]) + " bytes");
+    }
+    if (map.empty()) map.reserve(sizes_[c.map()]);
+    map.insert(map.end(), c.data().begin(), c.data().end());
+    return absl::OkStatus();
+  }
+
+  absl::Status TooLarge() const {
+    return absl::InternalError("InferVolume answer: the announced maps exceed the limit of " +
+                               std::to_string(max_bytes_) + " bytes (inference.max_volume_result_bytes)");
+  }
+
+  const VolumeCall& call_;
+  const uint64_t max_bytes_;
+  VolumeAnswer* out_;
+  bool have_header_ = false;
+  int64_t chunks_ = 0;
+  size_t current_ = 0;
+  std::vector<uint64_t> sizes_;
+};
+
+// The little-endian bytes of voxels [first, first + n / 4).
+void AppendLittleEndian(const float* voxels, uint64_t offset, size_t n, std::string* out) {
+  if constexpr (std::endian::native == std::endian::little) {
+    out->assign(reinterpret_cast<const char*>(voxels) + offset, n);
+  } else {
+    out->resize(n);
+    for (size_t i = 0; i < n / 4; ++i) {
+      const auto v = std::bit_cast<uint32_t>(voxels[offset / 4 + i]);
+      for (size_t b = 0; b < 4; ++b) (*out)[i * 4 + b] = static_cast<char>((v >> (8 * b)) & 0xff);
+    }
+  }
 }
 
 }  // namespace
@@ -120,7 +303,8 @@ struct InferenceClient::Impl {
   // Runs one unary call with endpoint selection and retry. `call` starts the
   // RPC on the endpoint's stub with the prepared context.
   template <typename Call>
-  absl::Status Run(std::chrono::system_clock::time_point deadline, Call&& call, CancelToken* cancel = nullptr) {
+  absl::Status Run(std::chrono::system_clock::time_point deadline, Call&& call, CancelToken* cancel = nullptr,
+                   Retry (*classify)(const grpc::Status&) = &ClassifyUnary) {
     const uint64_t start = next.fetch_add(1, std::memory_order_relaxed);
     std::vector<bool> tried(endpoints.size(), false);
     const int attempts = std::max(1, options.max_attempts);
@@ -141,9 +325,12 @@ struct InferenceClient::Impl {
         if (cancel->cancelled()) return absl::CancelledError("inference call cancelled");
       }
       if (s.ok()) return absl::OkStatus();
-      if (!IsRequestError(s.error_code())) ep->failures.fetch_add(1, std::memory_order_relaxed);
       last = FromGrpc(ep->address, s);
-      if (!IsEndpointFailure(s.error_code())) return last;
+      const Retry retry = classify(s);
+      // A busy worker is working, not failing: it stays in rotation.
+      if (retry == Retry::kBusy) continue;
+      if (!IsRequestError(s.error_code())) ep->failures.fetch_add(1, std::memory_order_relaxed);
+      if (retry == Retry::kNo) return last;
       // Out of rotation until a health check says SERVING again.
       ep->healthy.store(false, std::memory_order_relaxed);
     }
@@ -205,6 +392,12 @@ absl::StatusOr<InferenceClient::Ptr> InferenceClient::Create(const InferenceClie
   }
   if (options.call_timeout <= std::chrono::milliseconds::zero()) {
     return absl::InvalidArgumentError("inference client: call_timeout must be positive");
+  }
+  if (options.volume_call_timeout <= std::chrono::milliseconds::zero()) {
+    return absl::InvalidArgumentError("inference client: volume_call_timeout must be positive");
+  }
+  if (options.max_volume_result_bytes == 0) {
+    return absl::InvalidArgumentError("inference client: max_volume_result_bytes must be positive");
   }
   try {
     auto impl = std::make_unique<Impl>();
@@ -293,17 +486,94 @@ absl::StatusOr<pb::InferResponse> InferenceClient::Infer(const pb::InferRequest&
     // The worker drops queued work past this instant even if the transport
     // deadline were lost on the way, so both carry the same time.
     pb::InferRequest with_deadline = request;
-    const auto since_epoch = deadline.time_since_epoch();
-    const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(since_epoch);
-    with_deadline.mutable_deadline()->set_seconds(seconds.count());
-    with_deadline.mutable_deadline()->set_nanos(
-        static_cast<int32_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(since_epoch - seconds).count()));
+    SetTimestamp(deadline, with_deadline.mutable_deadline());
     pb::InferResponse response;
     RETURN_IF_ERROR(impl_->Run(deadline, [&](Impl::Endpoint& ep, grpc::ClientContext* ctx) {
       response.Clear();
       return ep.inference->Infer(ctx, with_deadline, &response);
     }, cancel));
     return response;
+  } catch (const std::exception& e) {
+    return absl::InternalError(std::string("inference client: ") + e.what());
+  }
+}
+
+absl::StatusOr<VolumeAnswer> InferenceClient::InferVolume(const VolumeCall& call, CancelToken* cancel) {
+  if (call.model.empty()) return absl::InvalidArgumentError("InferVolume: no model");
+  if (call.voxels == nullptr) return absl::InvalidArgumentError("InferVolume: no voxels");
+  uint64_t bytes = sizeof(float);
+  for (uint32_t d : call.shape) {
+    if (d == 0) return absl::InvalidArgumentError("InferVolume: a volume shape with an empty axis");
+    // Each factor is below 2^32, so the product overflows only past 2^32.
+    if (bytes > (uint64_t{1} << 32)) return absl::InvalidArgumentError("InferVolume: the volume is too large");
+    bytes *= d;
+  }
+  try {
+    const auto deadline = std::chrono::system_clock::now() + impl_->options.volume_call_timeout;
+    pb::VolumeRequest header_message;
+    pb::VolumeHeader* h = header_message.mutable_header();
+    h->set_model_name(call.model);
+    h->set_model_version(call.version);
+    h->set_priority(call.priority);
+    // As for Infer: the worker drops a volume past this instant before
+    // compute even if the transport deadline were lost on the way.
+    SetTimestamp(deadline, h->mutable_deadline());
+    h->set_job_token(call.job_token);
+    for (uint32_t d : call.shape) h->add_shape(d);
+    h->set_dtype(pb::DATA_TYPE_FLOAT32);
+    for (double s : call.spacing_mm) h->add_spacing_mm(s);
+    for (double c : call.direction) h->add_direction(c);
+    *h->mutable_modality() = call.modality;
+    *h->mutable_body_part() = call.body_part;
+
+    VolumeAnswer answer;
+    RETURN_IF_ERROR(impl_->Run(
+        deadline,
+        [&](Impl::Endpoint& ep, grpc::ClientContext* ctx) {
+          answer = VolumeAnswer{};
+          auto stream = ep.inference->InferVolume(ctx);
+          // A worker that refuses the call ends it, and the next write
+          // fails; the reason then comes from Finish.
+          bool open = stream->Write(header_message);
+          pb::VolumeRequest chunk;
+          for (uint64_t offset = 0; open && offset < bytes; offset += kVolumeChunkBytes) {
+            const size_t n = static_cast<size_t>(std::min<uint64_t>(kVolumeChunkBytes, bytes - offset));
+            chunk.mutable_chunk()->set_offset(offset);
+            AppendLittleEndian(call.voxels, offset, n, chunk.mutable_chunk()->mutable_data());
+            open = stream->Write(chunk);
+          }
+          chunk.Clear();
+          stream->WritesDone();
+
+          VolumeAssembler assembler(call, impl_->options.max_volume_result_bytes, &answer);
+          absl::Status refused;
+          pb::VolumeResponse response;
+          while (stream->Read(&response)) {
+            refused = assembler.Take(response);
+            if (!refused.ok()) {
+              // Nothing more of this answer is wanted; stop the worker
+              // sending it rather than read it to the end.
+              ctx->TryCancel();
+              while (stream->Read(&response)) {
+              }
+              break;
+            }
+          }
+          const grpc::Status finished = stream->Finish();
+          if (!refused.ok()) {
+            answer = VolumeAnswer{};
+            return ToGrpcStatus(refused);
+          }
+          if (!finished.ok()) return finished;
+          refused = assembler.Complete();
+          if (!refused.ok()) {
+            answer = VolumeAnswer{};
+            return ToGrpcStatus(refused);
+          }
+          return grpc::Status::OK;
+        },
+        cancel, &ClassifyVolume));
+    return answer;
   } catch (const std::exception& e) {
     return absl::InternalError(std::string("inference client: ") + e.what());
   }

@@ -3,8 +3,11 @@
 // round-robin over the healthy ones. Every call carries a deadline, and a
 // call that fails with UNAVAILABLE is retried on another endpoint. Only
 // pixels, physical parameters and an opaque token cross this boundary.
+// Volumes stream both ways (InferVolume) under a deadline of their own, and
+// the worker's answer is checked against its own header before it is kept.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -46,6 +49,33 @@ struct InferenceClientOptions {
   std::chrono::milliseconds health_interval{2000};
   int max_attempts = 3;  // per call, across endpoints, for UNAVAILABLE
   int64_t max_message_bytes = 64ll << 20;
+  // InferVolume sends hundreds of MiB and waits for a sliding window over
+  // the whole volume, so it gets a deadline of its own.
+  std::chrono::milliseconds volume_call_timeout{600000};
+  // The most bytes of maps one InferVolume answer may announce; a larger
+  // answer is refused before any of it is stored.
+  uint64_t max_volume_result_bytes = 1ull << 30;
+};
+
+// A volume for InferVolume: float32 voxels [depth][rows][columns], W fastest.
+struct VolumeCall {
+  std::string model;
+  int64_t version = 0;  // 0: the newest ready version
+  inference::v1::Priority priority = inference::v1::PRIORITY_ROUTINE;
+  std::string job_token;  // opaque; never derived from patient data
+  std::array<uint32_t, 3> shape{};        // D, H, W
+  const float* voxels = nullptr;          // shape[0]*shape[1]*shape[2] values
+  std::array<double, 3> spacing_mm{};     // along D, H, W
+  std::array<double, 9> direction{};      // LPS: row direction (W), column direction (H), normal (D)
+  inference::v1::Code modality;
+  inference::v1::Code body_part;
+};
+
+// The worker's answer: the result header and each map's bytes, in the
+// order of header.maps (map 0 is the uint8 label map).
+struct VolumeAnswer {
+  inference::v1::VolumeResultHeader header;
+  std::vector<std::vector<uint8_t>> maps;
 };
 
 struct EndpointState {
@@ -73,6 +103,17 @@ class InferenceClient {
   // A cancelled token ends the call with CANCELLED.
   absl::StatusOr<inference::v1::InferResponse> Infer(const inference::v1::InferRequest& request,
                                                     CancelToken* cancel = nullptr);
+
+  // Streams the volume in chunks and reads the maps back. The deadline is
+  // now + volume_call_timeout, also sent in the header. Retried on another
+  // endpoint for UNAVAILABLE and for a worker that already runs as many
+  // volumes as it may (RESOURCE_EXHAUSTED); never for anything about the
+  // volume itself. An answer that breaks the contract (sizes that do not
+  // match its grid, chunks out of order, overlapping or past the end, a
+  // missing or late header, more than max_volume_result_bytes) is INTERNAL
+  // or DATA_LOSS and is not retried. The call's `voxels` are read in place,
+  // once per attempt, and must stay valid until it returns.
+  absl::StatusOr<VolumeAnswer> InferVolume(const VolumeCall& call, CancelToken* cancel = nullptr);
 
   std::vector<EndpointState> Endpoints() const;
 
