@@ -18,6 +18,7 @@
 #include "common/status.h"
 #include "nlohmann/json.hpp"
 #include "worklist/db/pg_pool.h"
+#include "worklist/db/queues.h"
 
 namespace pqxx {
 class transaction_base;
@@ -25,11 +26,6 @@ class transaction_base;
 
 namespace secondread::worklist {
 
-// Queues in use. A job's queue says which kind of worker runs it.
-inline constexpr char kDispatchQueue[] = "dispatch";
-inline constexpr char kExportQueue[] = "export";
-// Volume reads: few at a time, each holding a whole series in memory.
-inline constexpr char kVolumeQueue[] = "volume";
 
 // Lower runs first: 0 = STAT, 1 = routine.
 inline constexpr int kPriorityStat = 0;

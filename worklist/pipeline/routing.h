@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "worklist/db/queues.h"
 
 namespace re2 {
 class RE2;
@@ -144,9 +145,7 @@ struct SeriesFacts {
 
 // The per-series result of a volume rule: one read of the series by each
 // model. Recorded as a `reads` row with input 'volume' and the series, state
-// queued, and not queued for dispatch: the 2D dispatcher never takes it. The
-// volume dispatcher will claim it from kVolumeQueue.
-inline constexpr char kVolumeQueue[] = "volume";
+// queued, with a job on kVolumeQueue: the image dispatcher never takes it.
 struct VolumeReadRequest {
   std::string rule;
   int64_t series_id = 0;
