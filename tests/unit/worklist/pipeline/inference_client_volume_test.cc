@@ -339,6 +339,7 @@ struct HostileCase {
   std::vector<pb::VolumeResponse> messages;
   absl::StatusCode code;
   grpc::Status end = grpc::Status::OK;
+  const char* words = nullptr;  // in the status message, when set
 };
 
 TEST_F(InferVolumeTest, AnswersThatBreakTheContractAreRefusedAndNotRetried) {
@@ -362,11 +363,28 @@ TEST_F(InferVolumeTest, AnswersThatBreakTheContractAreRefusedAndNotRetried) {
        kData},
       {"a map short of its size", {ResultHeader(t, g, 2), Chunk(0, 0, full), Chunk(1, 0, full.substr(4))}, kData},
       {"a map never sent", {ResultHeader(t, g, 2), Chunk(0, 0, full)}, kData},
-      {"a chunk leaving a gap", {ResultHeader(t, g, 2), Chunk(0, 0, full.substr(10)), Chunk(0, 16, "abcd")}, kData},
-      {"overlapping chunks", {ResultHeader(t, g, 2), Chunk(0, 0, full.substr(10)), Chunk(0, 8, "abcd")}, kData},
-      {"a chunk past the end", {ResultHeader(t, g, 2), Chunk(0, 0, full), Chunk(0, 24, "x")}, kData},
+      // Both add up to the map's size, so only the offsets give them away.
+      {"a chunk leaving a gap",
+       {ResultHeader(t, g, 2), Chunk(0, 0, full.substr(4)), Chunk(0, 22, "abcd"), Chunk(1, 0, full)},
+       kData,
+       grpc::Status::OK,
+       "gap"},
+      {"overlapping chunks",
+       {ResultHeader(t, g, 2), Chunk(0, 0, full.substr(4)), Chunk(0, 16, "abcd"), Chunk(1, 0, full)},
+       kData,
+       grpc::Status::OK,
+       "overlaps"},
+      {"a chunk past the end",
+       {ResultHeader(t, g, 2), Chunk(0, 0, full), Chunk(0, 24, "x")},
+       kData,
+       grpc::Status::OK,
+       "past"},
       {"a chunk larger than the map", {ResultHeader(t, g, 2), Chunk(0, 0, full + "x")}, kData},
-      {"a chunk for a map that does not exist", {ResultHeader(t, g, 2), Chunk(2, 0, full)}, kData},
+      {"a chunk for a map that does not exist",
+       {ResultHeader(t, g, 2), Chunk(0, 0, full), Chunk(1, 0, full), Chunk(2, 0, full)},
+       kData,
+       grpc::Status::OK,
+       "the header lists 2 maps"},
       {"maps out of the header's order",
        {ResultHeader(t, g, 2), Chunk(1, 0, full), Chunk(0, 0, full)},
        kData},
@@ -423,6 +441,7 @@ TEST_F(InferVolumeTest, AnswersThatBreakTheContractAreRefusedAndNotRetried) {
     EXPECT_EQ(Calls(), before + 1) << "an answer that breaks the contract is not retried";
     EXPECT_LT(std::chrono::steady_clock::now() - start, 10s);
     EXPECT_TRUE(answer.status().message().find("127.0.0.1:") == 0) << answer.status();
+    if (c.words) EXPECT_NE(answer.status().message().find(c.words), std::string::npos) << answer.status();
   }
   const auto eps = client->Endpoints();
   EXPECT_EQ(eps[0].failures + eps[1].failures, static_cast<int64_t>(cases.size()));
