@@ -441,7 +441,9 @@ TEST_F(InferVolumeTest, AnswersThatBreakTheContractAreRefusedAndNotRetried) {
     EXPECT_EQ(Calls(), before + 1) << "an answer that breaks the contract is not retried";
     EXPECT_LT(std::chrono::steady_clock::now() - start, 10s);
     EXPECT_TRUE(answer.status().message().find("127.0.0.1:") == 0) << answer.status();
-    if (c.words) EXPECT_NE(answer.status().message().find(c.words), std::string::npos) << answer.status();
+    if (c.words) {
+      EXPECT_NE(answer.status().message().find(c.words), std::string::npos) << answer.status();
+    }
   }
   const auto eps = client->Endpoints();
   EXPECT_EQ(eps[0].failures + eps[1].failures, static_cast<int64_t>(cases.size()));
@@ -485,6 +487,22 @@ TEST_F(InferVolumeTest, AnswerOverTheConfiguredBoundIsRefusedAtItsHeader) {
   auto ok = exact->InferVolume(Call(v));
   ASSERT_TRUE(ok.ok()) << ok.status();
   EXPECT_EQ(ok->maps[1].size(), 1u << 20);
+}
+
+// With the largest bound the configuration allows, a grid whose voxel count
+// wraps around 2^64 to a size under it is still refused.
+TEST_F(InferVolumeTest, GridThatOverflowsUnderTheLargestBoundIsRefused) {
+  const Volume v({2, 3, 4});
+  AnswerBoth([](grpc::ServerContext*, Stream* stream, const Received& r) {
+    pb::VolumeResponse h = ResultHeader(r.header.job_token(), {1u << 20, 1u << 15, (1u << 29) + 1}, 1);
+    h.mutable_header()->mutable_maps(0)->set_size_bytes(uint64_t{1} << 35);  // (2^64 + 2^35) mod 2^64
+    stream->Write(h);
+    return grpc::Status::OK;
+  });
+  auto client = Client(20s, 64ull << 30);
+  ASSERT_NE(client, nullptr);
+  auto answer = client->InferVolume(Call(v));
+  EXPECT_EQ(answer.status().code(), absl::StatusCode::kInternal) << answer.status();
 }
 
 TEST_F(InferVolumeTest, WorkerErrorsPassThroughWithoutRetry) {
