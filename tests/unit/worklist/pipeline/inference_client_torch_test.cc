@@ -102,7 +102,9 @@ class InferVolumeRealWorkerTest : public ::testing::Test {
     repo_ = std::make_unique<inference::ModelRepository>(inference::RepositoryOptions{root_, &factory_, nullptr});
     ASSERT_TRUE(repo_->LoadAtStart({}).ok());
     for (const auto& m : repo_->List()) {
-      for (const auto& v : m.versions) ASSERT_EQ(v.state, inference::VersionState::kReady) << m.name << ": " << v.reason;
+      for (const auto& v : m.versions) {
+        ASSERT_EQ(v.state, inference::VersionState::kReady) << m.name << ": " << v.reason;
+      }
     }
     service_ = std::make_unique<inference::InferenceService>(inference::ServiceOptions{}, repo_.get(), nullptr);
     grpc::EnableDefaultHealthCheckService(true);
