@@ -129,6 +129,14 @@ absl::Status ParsePipeline(config::ConfigTree& t, worklist::PipelineOptions& p, 
   p.inference.max_attempts = static_cast<int>(attempts);
   ASSIGN_OR_RETURN(uint64_t max_msg, t.Bytes("inference.max_message_bytes", p.inference.max_message_bytes));
   p.inference.max_message_bytes = static_cast<int64_t>(max_msg);
+  ASSIGN_OR_RETURN(int64_t volume_ms, t.Int("inference.volume_call_timeout_ms", p.inference.volume_call_timeout.count(),
+                                            1000, 3600000));
+  p.inference.volume_call_timeout = milliseconds(volume_ms);
+  ASSIGN_OR_RETURN(p.inference.max_volume_result_bytes,
+                   t.Bytes("inference.max_volume_result_bytes", p.inference.max_volume_result_bytes));
+  if (p.inference.max_volume_result_bytes < (1ull << 20) || p.inference.max_volume_result_bytes > (64ull << 30)) {
+    return absl::InvalidArgumentError("config key 'inference.max_volume_result_bytes': must be between 1MiB and 64GiB");
+  }
 
   ASSIGN_OR_RETURN(int64_t dconc, t.Int("dispatch.concurrency", p.dispatch.concurrency, 1, 64));
   p.dispatch.concurrency = static_cast<int>(dconc);

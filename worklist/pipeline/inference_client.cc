@@ -144,15 +144,15 @@ class VolumeAssembler {
       return absl::DataLossError("InferVolume answer: " + std::to_string(h.maps_size()) +
                                  " maps; there must be a label map and at most 255 more");
     }
-    // Step by step, each product checked against the bound, so that no
-    // hostile shape can overflow its way under it.
+    // Each factor is checked against the bound before it is multiplied in,
+    // so that no hostile shape can overflow its way under it.
     uint64_t voxels = 1;
     for (uint32_t d : h.shape()) {
       if (d == 0) return absl::DataLossError("InferVolume answer: an output shape with an empty axis");
+      if (d > max_bytes_ / voxels) return TooLarge();
       voxels *= d;
-      if (voxels > max_bytes_) return TooLarge();
     }
-    if (voxels * static_cast<uint64_t>(h.maps_size()) > max_bytes_) return TooLarge();
+    if (static_cast<uint64_t>(h.maps_size()) > max_bytes_ / voxels) return TooLarge();
     for (int i = 0; i < h.maps_size(); ++i) {
       const pb::VolumeMap& m = h.maps(i);
       const auto want = i == 0 ? pb::VOLUME_MAP_KIND_LABEL_MAP : pb::VOLUME_MAP_KIND_PROBABILITY;
@@ -177,33 +177,35 @@ class VolumeAssembler {
   absl::Status TakeChunk(const pb::VolumeChunk& c) {
     if (!have_header_) return absl::InternalError("InferVolume answer: a map chunk before the result header");
     ++chunks_;
-    const std::string at = "InferVolume answer: a chunk of map " + std::to_string(c.map()) + " at offset " +
-                           std::to_string(c.offset());
+    const auto at = [&c] {
+      return "InferVolume answer: a chunk of map " + std::to_string(c.map()) + " at offset " +
+             std::to_string(c.offset());
+    };
     if (c.map() >= sizes_.size()) {
-      return absl::DataLossError(at + ", but the header lists " + std::to_string(sizes_.size()) + " maps");
+      return absl::DataLossError(at() + ", but the header lists " + std::to_string(sizes_.size()) + " maps");
     }
     if (c.data().size() > kMaxResultChunkBytes) {
-      return absl::DataLossError(at + " holds " + std::to_string(c.data().size()) + " bytes; chunks are at most " +
+      return absl::DataLossError(at() + " holds " + std::to_string(c.data().size()) + " bytes; chunks are at most " +
                                  std::to_string(kMaxResultChunkBytes));
     }
     if (c.map() < current_) {
-      return absl::DataLossError(at + " arrived after map " + std::to_string(current_) +
+      return absl::DataLossError(at() + " arrived after map " + std::to_string(current_) +
                                  "; maps come in the header's order");
     }
     for (; current_ < c.map(); ++current_) {
       if (out_->maps[current_].size() != sizes_[current_]) {
-        return absl::DataLossError(at + " arrived while map " + std::to_string(current_) + " holds " +
+        return absl::DataLossError(at() + " arrived while map " + std::to_string(current_) + " holds " +
                                    std::to_string(out_->maps[current_].size()) + " of its " +
                                    std::to_string(sizes_[current_]) + " bytes");
       }
     }
     std::vector<uint8_t>& map = out_->maps[c.map()];
     if (c.offset() != map.size()) {
-      return absl::DataLossError(at + (c.offset() < map.size() ? " overlaps" : " leaves a gap after") + " the " +
+      return absl::DataLossError(at() + (c.offset() < map.size() ? " overlaps" : " leaves a gap after") + " the " +
                                  std::to_string(map.size()) + " bytes received");
     }
     if (c.data().size() > sizes_[c.map()] - map.size()) {
-      return absl::DataLossError(at + " runs past the map's " + std::to_string(sizes_[c.map()]) + " bytes");
+      return absl::DataLossError(at() + " runs past the map's " + std::to_string(sizes_[c.map()]) + " bytes");
     }
     if (map.empty()) map.reserve(sizes_[c.map()]);
     map.insert(map.end(), c.data().begin(), c.data().end());

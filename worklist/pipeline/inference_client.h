@@ -108,11 +108,14 @@ class InferenceClient {
   // now + volume_call_timeout, also sent in the header. Retried on another
   // endpoint for UNAVAILABLE and for a worker that already runs as many
   // volumes as it may (RESOURCE_EXHAUSTED); never for anything about the
-  // volume itself. An answer that breaks the contract (sizes that do not
-  // match its grid, chunks out of order, overlapping or past the end, a
-  // missing or late header, more than max_volume_result_bytes) is INTERNAL
-  // or DATA_LOSS and is not retried. The call's `voxels` are read in place,
-  // once per attempt, and must stay valid until it returns.
+  // volume itself. RESOURCE_EXHAUSTED after the last attempt means either
+  // that every worker tried was busy or that the volume exceeds a worker's
+  // memory bound; the message says which. An answer that breaks the
+  // contract (sizes that do not match its grid, chunks out of order,
+  // overlapping or past the end, a missing or late header, more than
+  // max_volume_result_bytes) is INTERNAL or DATA_LOSS and is not retried.
+  // The call's `voxels` are read in place, once per attempt, and must stay
+  // valid until it returns. A cancelled token ends the call with CANCELLED.
   absl::StatusOr<VolumeAnswer> InferVolume(const VolumeCall& call, CancelToken* cancel = nullptr);
 
   std::vector<EndpointState> Endpoints() const;
