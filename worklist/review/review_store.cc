@@ -83,7 +83,8 @@ constexpr char kStudyReads[] = R"SQL(
 SELECT r.id, r.model_name, COALESCE(r.served_version, r.model_version), r.mode, r.state, r.flagged,
        to_char(r.triggered_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
        to_char(r.done_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), r.input,
-       (SELECT se.series_instance_uid FROM series se WHERE se.id = r.series_ref)
+       (SELECT se.series_instance_uid FROM series se WHERE se.id = r.series_ref),
+       CASE WHEN r.state = 'failed' THEN r.error END
 FROM reads r
 WHERE r.study_ref = $1
 ORDER BY (r.mode = 'clinical') DESC, r.id
@@ -428,6 +429,7 @@ absl::StatusOr<json> ReviewStore::Study(int64_t study_id, const Actor& actor) {
                                   {"done_at", Text(rr[7])},
                                   {"input", rr[8].as<std::string>()},
                                   {"series_instance_uid", Text(rr[9])},
+                                  {"error", Text(rr[10])},
                                   {"findings", json::array()},
                                   {"results", json::array()},
                                   {"exports", json::array()},

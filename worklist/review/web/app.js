@@ -653,6 +653,11 @@
     if (r.state && r.state !== 'done') {
       box.appendChild(h('p', { class: 'muted', text: 'AI read ' + r.state.replace('_', ' ') + '.' }));
     }
+    if (r.state === 'failed' && r.error) {
+      // A volume read refused for its geometry says why; the radiologist
+      // must know this series was not read, and the reason.
+      box.appendChild(h('p', { class: 'read-error', text: 'Not read: ' + r.error }));
+    }
     const skipped = r.skipped_images || [];
     // The AI did not look at these: the radiologist must not take its
     // silence about them for a negative. Burned-in text keeps an image on
