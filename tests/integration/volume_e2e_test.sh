@@ -23,7 +23,8 @@ class Threshold(torch.nn.Module):
     # Two-class logits: background 0, lesion (HU - 500) / 100.
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([torch.zeros_like(x), (x - 500.0) / 100.0], dim=1)
-torch.jit.script(Threshold()).save(sys.argv[1])
+# Traced (scripting needs a source file); every operation is shape-agnostic.
+torch.jit.trace(Threshold(), torch.zeros(1, 1, 8, 16, 16)).save(sys.argv[1])
 PY
 cat >"$REPO/threshold-volume-demo/model.yaml" <<'YAML'
 name: threshold-volume-demo
