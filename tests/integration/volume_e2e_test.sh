@@ -75,7 +75,7 @@ PY
 )
 rm -rf "$WORK/ct"
 $PY "$IT_REPO/tools/gen_series.py" "$WORK/ct" --modality CT --orientation oblique --slices 20 --rows 44 \
-  --columns 36 --pixel-spacing 0.8,0.6 --spacing 2.0 --seed 31 --shuffle --lesion "$LESION" >/dev/null
+  --columns 36 --pixel-spacing 0.8,0.6 --spacing 2.0 --seed 31 --shuffle --lesion="$LESION" >/dev/null
 send "$WORK"/ct/*.dcm >/dev/null 2>&1 || fail "storescu CT"
 
 wait_sql "SELECT count(*) FROM reads WHERE input = 'volume' AND state IN ('done', 'failed')" 1 180
