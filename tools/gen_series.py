@@ -194,6 +194,7 @@ def main():
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame_of_reference
         ds.PatientName, ds.PatientID = "Volume^Synthetic", "VOL%d" % a.seed
         ds.StudyID, ds.AccessionNumber = "S%d" % a.seed, "ACC%d" % a.seed
+        ds.BodyPartExamined = "CHEST"
         ds.Modality = a.modality
         ds.StudyDate = ds.SeriesDate = ds.ContentDate = "20260105"
         ds.StudyTime, ds.SeriesTime, ds.ContentTime = "101500", "103000", "103000"
