@@ -106,6 +106,15 @@ ON CONFLICT (study_ref) DO UPDATE SET
   version = worklist_entries.version + 1
 )SQL";
 
+// A volume read that failed for good puts its study on the worklist, so the
+// radiologist sees that the series was not read and why (the read's error),
+// instead of finding nothing and taking silence for a negative.
+constexpr char kWorklistForFailure[] = R"SQL(
+INSERT INTO worklist_entries (study_ref, flagged, priority)
+SELECT r.study_ref, false, r.priority FROM reads r WHERE r.id = $1 AND r.mode = 'clinical'
+ON CONFLICT (study_ref) DO UPDATE SET updated_at = now(), version = worklist_entries.version + 1
+)SQL";
+
 constexpr char kReadRequeued[] = R"SQL(
 UPDATE reads SET state = 'queued', error = $2 WHERE id = $1 AND state IN ('queued', 'running') AND input = $3
 )SQL";
@@ -284,6 +293,7 @@ absl::StatusOr<Fence> ReadStore::Fail(const Job& job, int64_t read_id, const std
     }
     if (tx.exec_params(gone ? kReadFailed : kReadRequeued, read_id, error, options_.input).affected_rows() > 0 && gone) {
       for (const auto& skip : skipped) tx.exec_params(kInsertSkipped, read_id, skip.instance_ref, skip.reason);
+      if (options_.input == "volume") tx.exec_params(kWorklistForFailure, read_id);
     }
     tx.commit();
   }));
