@@ -16,38 +16,7 @@ it_setup "$@"
 it_also_on_exit '[ -n "${ORTHANC_DIR:-}" ] && orthanc_stop "$ORTHANC_DIR"'
 
 REPO="$WORK/models"
-mkdir -p "$REPO/threshold-volume-demo/1"
-$PY - "$REPO/threshold-volume-demo/1/model.pt" <<'PY'
-import sys, torch
-class Threshold(torch.nn.Module):
-    # Two-class logits: background 0, lesion (HU - 500) / 100.
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([torch.zeros_like(x), (x - 500.0) / 100.0], dim=1)
-# Traced (scripting needs a source file); every operation is shape-agnostic.
-torch.jit.trace(Threshold(), torch.zeros(1, 1, 8, 16, 16)).save(sys.argv[1])
-PY
-cat >"$REPO/threshold-volume-demo/model.yaml" <<'YAML'
-name: threshold-volume-demo
-description: Marks every voxel above 500 HU, so that a test knows the right segmentation exactly.
-intended_use: Testing secondread only; not a medical device.
-platform: torchscript
-input:
-  kind: volume
-  orientation: LPS
-  intensity: {kind: none}
-sliding_window: {roi: [8, 16, 16], overlap: 0.25, blending: constant, batch_size: 2}
-output:
-  kind: label_map
-  resample_back: true
-  labels:
-    - name: lesion
-      category: {scheme: SCT, value: "49755003", meaning: "Morphologically Abnormal Structure"}
-      type: {scheme: SCT, value: "52988006", meaning: "Lesion"}
-      threshold: 0.5
-applicability:
-  modalities: [CT]
-instance_group: {kind: cpu, count: 1}
-YAML
+threshold_volume_model "$REPO"
 worker_up --repo "$REPO" --set cpu.threads=1
 
 cat >"$WORK/routing.yaml" <<'YAML'

@@ -91,3 +91,41 @@ wait_sql() {  # query expected timeout_s
   done
   fail "waited $limit s for [$1] = [$2], last [$got]"
 }
+
+# Writes a volume model into the model repository DIR whose right answer is
+# known to the voxel: label 1 ("lesion") wherever the value is above 500
+# (Hounsfield units on CT), on the source grid.
+threshold_volume_model() {  # repository-dir
+  mkdir -p "$1/threshold-volume-demo/1"
+  $PY - "$1/threshold-volume-demo/1/model.pt" <<'PY'
+import sys, torch
+class Threshold(torch.nn.Module):
+    # Two-class logits: background 0, lesion (HU - 500) / 100.
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.zeros_like(x), (x - 500.0) / 100.0], dim=1)
+# Traced (scripting needs a source file); every operation is shape-agnostic.
+torch.jit.trace(Threshold(), torch.zeros(1, 1, 8, 16, 16)).save(sys.argv[1])
+PY
+  cat >"$1/threshold-volume-demo/model.yaml" <<'YAML'
+name: threshold-volume-demo
+description: Marks every voxel above 500 HU, so that a test knows the right segmentation exactly.
+intended_use: Testing secondread only; not a medical device.
+platform: torchscript
+input:
+  kind: volume
+  orientation: LPS
+  intensity: {kind: none}
+sliding_window: {roi: [8, 16, 16], overlap: 0.25, blending: constant, batch_size: 2}
+output:
+  kind: label_map
+  resample_back: true
+  labels:
+    - name: lesion
+      category: {scheme: SCT, value: "49755003", meaning: "Morphologically Abnormal Structure"}
+      type: {scheme: SCT, value: "52988006", meaning: "Lesion"}
+      threshold: 0.5
+applicability:
+  modalities: [CT]
+instance_group: {kind: cpu, count: 1}
+YAML
+}

@@ -190,6 +190,35 @@ class InferenceProxy final : public v1::Inference::Service {
                    [this](auto* c, const auto& q, auto* r) { return stub_->Infer(c, q, r); });
   }
 
+  // Every message of the volume stream is recorded as it arrives and passed
+  // on; the answer streams back unchanged. The worker answers only after the
+  // node's last chunk, so the two directions need not overlap.
+  grpc::Status InferVolume(grpc::ServerContext* ctx,
+                           grpc::ServerReaderWriter<v1::VolumeResponse, v1::VolumeRequest>* stream) override {
+    auto client = grpc::ClientContext::FromServerContext(*ctx);
+    for (const auto& [key, value] : ctx->client_metadata()) {
+      if (Forwardable(key)) client->AddMetadata(Str(key), Str(value));
+    }
+    auto upstream = stub_->InferVolume(client.get());
+    v1::VolumeRequest request;
+    while (stream->Read(&request)) {
+      if (!recorder_.Append("InferVolume", request)) {
+        client->TryCancel();
+        return grpc::Status(grpc::StatusCode::INTERNAL, "infer_recorder: cannot write the record file");
+      }
+      if (!upstream->Write(request)) break;
+    }
+    upstream->WritesDone();
+    v1::VolumeResponse response;
+    while (upstream->Read(&response)) {
+      if (!stream->Write(response)) {
+        client->TryCancel();
+        break;
+      }
+    }
+    return upstream->Finish();
+  }
+
  private:
   Recorder& recorder_;
   ImageLog& images_;
@@ -273,7 +302,7 @@ int main(int argc, char** argv) {
     std::perror(("infer_recorder: " + out_path).c_str());
     return 1;
   }
-  Recorder recorder(out, {"ListModels", "DescribeModel", "Infer", "Check"});
+  Recorder recorder(out, {"ListModels", "DescribeModel", "Infer", "InferVolume", "Check"});
 
   grpc::ChannelArguments channel_args;
   channel_args.SetMaxSendMessageSize(kMaxMessageBytes);
