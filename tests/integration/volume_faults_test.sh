@@ -222,7 +222,16 @@ evidence = {sop.ReferencedSOPInstanceUID for st in sr.CurrentRequestedProcedureE
             for se in st.ReferencedSeriesSequence for sop in se.ReferencedSOPSequence}
 slices = {pydicom.dcmread(f).SOPInstanceUID for f in glob.glob(s2 + "/*.dcm")}
 assert slices <= evidence, "the report's evidence lacks %d of the 20 slices" % len(slices - evidence)
-assert seg_uid in evidence, "the report does not reference its own SEG"
+referenced = set()
+def walk(ds):
+    for el in ds:
+        if el.VR == "SQ":
+            for item in el.value:
+                walk(item)
+        elif el.tag == 0x00081155:
+            referenced.add(el.value)
+walk(sr)
+assert seg_uid in referenced, "the report does not reference its own SEG"
 seg = pydicom.dcmread(os.path.join(pacs, seg_uid + ".dcm"))
 refs = {frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
         for frame in seg.PerFrameFunctionalGroupsSequence}
