@@ -114,13 +114,23 @@ ct_series "$WORK/kill" 51 20 48 48 24 24 10
 KILL_SERIES=$(series_uid_of "$WORK/kill")
 KILL_STUDY=$(study_uid_of "$WORK/kill")
 send "$WORK"/kill/*.dcm >/dev/null 2>&1 || fail "storescu kill series"
-# The volume (20 x 48 x 48 float32, 184 KB) has passed the proxy to the
-# worker, and the read has no answer yet.
+# The volume (20 x 48 x 48 float32, 184 KB, one chunk) has passed the proxy
+# to the worker.
 deadline=$(( $(date +%s) + 90 ))
 while [ "$(stat -c %s "$WORK/requests.bin" 2>/dev/null || echo 0)" -lt 184320 ]; do
   [ "$(date +%s)" -lt "$deadline" ] || fail "the volume never reached the worker"
   sleep 0.2
 done
+# The worker is computing on it: busy for at least a third of half a second
+# (an idle worker uses next to nothing).
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+busy=0
+while [ "$busy" = 0 ] && [ "$(date +%s)" -lt "$deadline" ]; do
+  t0=$(cpu_ticks "$WORKER_PID")
+  sleep 0.5
+  [ $(( $(cpu_ticks "$WORKER_PID") - t0 )) -ge $(( $(getconf CLK_TCK) / 6 )) ] && busy=1
+done
+[ "$busy" = 1 ] || fail "the worker never computed on the volume"
 kill -STOP "$WORKER_PID"
 [ "$(sql "SELECT r.state FROM reads r JOIN series se ON se.id = r.series_ref WHERE se.series_instance_uid = '$KILL_SERIES'")" = running ] ||
   fail "the read is not running while the worker holds its volume"
