@@ -30,13 +30,15 @@ WHERE ri.read_ref = $1
 ORDER BY se.series_number NULLS LAST, se.id, i.instance_number NULLS LAST, i.id
 )SQL";
 
-// The objects of the earlier generations of the same study read: the newest
-// generation's SR is the one a changed re-read replaces.
+// The objects of the earlier generations of the same study read (for a
+// volume read, of the same series): the newest generation's SR is the one a
+// changed re-read replaces, never the report on another series of the study.
 constexpr char kPriorObjects[] = R"SQL(
 SELECT p.generation, ro.kind, st.study_instance_uid, ro.series_instance_uid, ro.sop_class_uid, ro.sop_instance_uid
 FROM reads r
 JOIN reads p ON p.candidate_ref = r.candidate_ref AND p.rule_name = r.rule_name AND p.model_name = r.model_name
             AND p.model_version = r.model_version AND p.generation < r.generation AND p.state = 'done'
+            AND p.series_ref IS NOT DISTINCT FROM r.series_ref
 JOIN result_objects ro ON ro.read_ref = p.id
 JOIN studies st ON st.id = p.study_ref
 WHERE r.id = $1 AND r.candidate_ref IS NOT NULL
