@@ -102,15 +102,17 @@ def _split(text):
     return parts
 
 
-def parse_yaml(text):
+def parse_yaml(text, pyyaml=True):
     """The YAML subset model.yaml files use: block mappings and lists, flow
-    lists and mappings of scalars, folded (>-) strings and comments. PyYAML is
-    used instead when it is installed."""
-    try:
-        import yaml
-        return yaml.safe_load(text)
-    except ImportError:
-        pass
+    lists and mappings of scalars, folded (>-) strings and comments. PyYAML
+    (not a dependency) is used instead when it is installed, unless pyyaml is
+    false."""
+    if pyyaml:
+        try:
+            import yaml
+            return yaml.safe_load(text)
+        except ImportError:
+            pass
     lines = []
     for raw in text.splitlines():
         if not raw.strip() or raw.lstrip().startswith("#"):

@@ -24,9 +24,9 @@ lesion with a soft edge centred on that surface, so ground truth and image
 agree to a fraction of a voxel.
 
 - ct: Hounsfield units. Air -1000, fat -100, soft tissue ~40, liver ~60,
-  lung ~-800, bone ~700; liver and soft-tissue lesions 30-70 HU hypo- or
+  lung ~-800, bone ~700; liver and soft-tissue lesions 40-80 HU hypo- or
   hyperdense, lung nodules -50..60 HU; in-plane and slice-profile blur,
-  correlated noise of 8-18 HU.
+  correlated noise of 6-12 HU.
 - mr: arbitrary units on a random per-volume scale (x 50 to x 5000), so a
   model must normalise per volume; a smooth multiplicative bias field
   (+-25 %); Rician noise; lesions 35-60 % darker or 50-120 % brighter than
@@ -322,7 +322,7 @@ def generate(rng, kind, lesion_count=None, spacing=None, shape=None):
             if les.host == "lung":
                 target = U(-50, 60)
             else:
-                target = host_value + (-1 if rng.random() < 0.5 else 1) * U(30, 70)
+                target = host_value + (-1 if rng.random() < 0.5 else 1) * U(40, 80)
         elif kind == "mr":
             target = host_value * (1 - U(0.35, 0.6) if rng.random() < 0.4 else 1 + U(0.5, 1.2))
             if les.host == "lung":
@@ -352,7 +352,7 @@ def generate(rng, kind, lesion_count=None, spacing=None, shape=None):
     if kind == "ct":
         img = blur(img, (0.45 * spacing[0], 0.5, 0.5), spacing)
         noise = blur(rng.standard_normal(shape).astype(np.float32), (0.0, 0.5, 0.5), spacing)
-        noise *= U(8.0, 18.0) / max(float(noise.std()), 1e-6)
+        noise *= U(6.0, 12.0) / max(float(noise.std()), 1e-6)
         img = img + noise
     elif kind == "mr":
         img = blur(img, (0.4 * spacing[0], 0.4, 0.4), spacing)

@@ -52,7 +52,7 @@ ROI = [48, 48, 48]
 PATCH = 32
 CHANNELS = (8, 16, 32)
 INTENSITY = {
-    "ct": {"kind": "window", "center": 40, "width": 400},
+    "ct": {"kind": "window", "center": 40, "width": 250},
     "mr": {"kind": "zscore", "over": "all"},
     "pet": {"kind": "suv_range", "low": 0.0, "high": 12.0, "clip": True},
 }
@@ -69,15 +69,18 @@ def config_for(kind):
     }
 
 
+def _conv(cin, cout):
+    # No normalisation layer: the network computes the same function in
+    # training, on a batch of windows and on one window alone (batch
+    # statistics over three kinds of input did not carry over to inference).
+    conv = nn.Conv3d(cin, cout, 3, padding=1)
+    nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+    nn.init.zeros_(conv.bias)
+    return [conv, nn.ReLU(inplace=True)]
+
+
 def _block(cin, cout):
-    return nn.Sequential(
-        nn.Conv3d(cin, cout, 3, padding=1, bias=False),
-        nn.BatchNorm3d(cout),
-        nn.ReLU(inplace=True),
-        nn.Conv3d(cout, cout, 3, padding=1, bias=False),
-        nn.BatchNorm3d(cout),
-        nn.ReLU(inplace=True),
-    )
+    return nn.Sequential(*(_conv(cin, cout) + _conv(cout, cout)))
 
 
 class LesionUNet3d(nn.Module):
@@ -119,26 +122,37 @@ def prepare(seed, split, index, kind, lesion_count):
     # their outer edges (align_corners false).
     centres = [[(les["centre_mm"][a] + 0.5 * ph.spacing[a]) * size[a] / (ph.voxels.shape[a] * ph.spacing[a]) - 0.5
                 for a in range(3)] for les in ph.lesions]
-    return x, target, centres
+    return kind, x, target, centres
 
 
-def draw_patches(rng, data, count):
-    """[count, 1, P, P, P] inputs and targets; two thirds centred near a lesion."""
+# Patches per kind: CT's lesions have the lowest contrast against their noise.
+KIND_WEIGHTS = {"ct": 0.45, "mr": 0.35, "pet": 0.2}
+
+
+def draw_patches(rng, data, count, patch=PATCH):
+    """[count, 1, P, P, P] inputs and targets; two thirds centred near a lesion.
+
+    data: (kind, input, target, lesion centres) per volume.
+    """
     xs, ts = [], []
+    by_kind = {k: [d for d in data if d[0] == k] for k in KIND_WEIGHTS}
+    kinds = [k for k in KIND_WEIGHTS if by_kind[k]]
+    weights = np.array([KIND_WEIGHTS[k] for k in kinds])
     for _ in range(count):
-        x, t, centres = data[int(rng.integers(0, len(data)))]
+        pool = by_kind[kinds[int(rng.choice(len(kinds), p=weights / weights.sum()))]]
+        _, x, t, centres = pool[int(rng.integers(0, len(pool)))]
         size = x.shape
         if centres and rng.random() < 0.67:
             c = centres[int(rng.integers(0, len(centres)))]
-            start = [int(round(c[a] + rng.uniform(-10, 10))) - PATCH // 2 for a in range(3)]
+            start = [int(round(c[a] + rng.uniform(-10, 10))) - patch // 2 for a in range(3)]
         else:
-            start = [int(rng.integers(0, max(1, size[a] - PATCH + 1))) for a in range(3)]
-        start = [min(max(0, s), max(0, size[a] - PATCH)) for a, s in enumerate(start)]
-        sl = tuple(slice(s, s + PATCH) for s in start)
+            start = [int(rng.integers(0, max(1, size[a] - patch + 1))) for a in range(3)]
+        start = [min(max(0, s), max(0, size[a] - patch)) for a, s in enumerate(start)]
+        sl = tuple(slice(s, s + patch) for s in start)
         px, pt = x[sl], t[sl]
         pad = []
         for a in reversed(range(3)):
-            pad += [0, PATCH - px.shape[a]]
+            pad += [0, patch - px.shape[a]]
         if any(pad):
             px = F.pad(px, pad)
             pt = F.pad(pt, pad)
@@ -228,8 +242,10 @@ def main():
     ap.add_argument("--seed", type=int, default=20261203)
     ap.add_argument("--train-count", type=int, default=96, help="training volumes (kinds alternate)")
     ap.add_argument("--validation-count", type=int, default=12)
-    ap.add_argument("--steps", type=int, default=450)
+    ap.add_argument("--steps", type=int, default=700)
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=5e-3)
+    ap.add_argument("--patch", type=int, default=PATCH)
     args = ap.parse_args()
 
     def log(msg):
@@ -249,14 +265,14 @@ def main():
 
     model = LesionUNet3d()
     params = sum(p.numel() for p in model.parameters())
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=args.steps, pct_start=0.15)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.15)
     rng = np.random.default_rng(np.random.SeedSequence([args.seed, 99]))
     model.train()
     t0 = time.time()
     running = 0.0
     for step in range(args.steps):
-        x, t = draw_patches(rng, data, args.batch)
+        x, t = draw_patches(rng, data, args.batch, args.patch)
         loss = loss_fn(model(x), t)
         opt.zero_grad()
         loss.backward()
