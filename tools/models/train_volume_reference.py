@@ -15,11 +15,12 @@ phantoms (phantom3d.py), not a medical device.
 
 Training: volumes of all three kinds go through the worker's preprocessing
 (contract3d.py: resampling to 2 mm isotropic, the kind's intensity
-transform); 32^3 patches are drawn from them, most centred near a lesion,
+transform); 24^3 patches are drawn from them, most centred near a lesion,
 with random flips. Targets are each voxel's lesion fraction (the ground
 truth averaged over the voxel), so that the 0.5 iso-surface of the
 resampled-back probability is the lesion surface. Loss: binary cross-entropy
-plus soft Dice.
+plus soft Dice. Each entry's threshold is chosen on validation phantoms
+(best mean Dice for its kind).
 
 The same seed, counts and PyTorch build give the same model.pt, byte for
 byte: phantoms have their own seeds, training runs single-threaded with
