@@ -403,7 +403,9 @@ absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view yaml, std::string_
   // Training provenance is informational; it is accepted and not interpreted.
   for (const char* key : {"training.seed", "training.script", "training.train_images", "training.validation.auc",
                           "training.validation.sensitivity", "training.validation.specificity",
-                          "training.validation.localization", "training.notes"}) {
+                          "training.validation.localization", "training.notes", "training.train_volumes",
+                          "training.steps", "training.sha256", "training.validation.volumes",
+                          "training.validation.dice", "training.validation.false_positives_per_volume"}) {
     (void)t.String(key, "");
   }
   RETURN_IF_ERROR(t.CheckNoUnknownKeys());

@@ -206,7 +206,7 @@ output:
   resample_back: true
   labels:
     - name: lesion
-      category: {{scheme: SCT, value: "49755003", meaning: "Morphologically Altered Structure"}}
+      category: {{scheme: SCT, value: "49755003", meaning: "Morphologically Abnormal Structure"}}
       type: {{scheme: SCT, value: "4147007", meaning: "Mass"}}
       threshold: {threshold}
 applicability:

@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
 namespace secondread::inference {
 namespace {
 
@@ -290,3 +294,22 @@ TEST(ModelConfigTest, VersionPolicySelectsNewestOrSpecific) {
 
 }  // namespace
 }  // namespace secondread::inference
+
+// Every model the project ships must load: a key the parser does not know
+// would leave the model unavailable on every worker.
+TEST(ModelConfigTest, EveryCommittedModelParses) {
+  namespace fs = std::filesystem;
+  const fs::path repository = fs::path(SECONDREAD_SOURCE_DIR) / "tools" / "models" / "repository";
+  int parsed = 0;
+  for (const auto& entry : fs::directory_iterator(repository)) {
+    const fs::path yaml = entry.path() / "model.yaml";
+    if (!fs::exists(yaml)) continue;
+    std::ifstream in(yaml);
+    std::stringstream text;
+    text << in.rdbuf();
+    auto c = secondread::inference::ParseModelConfig(text.str(), entry.path().filename().string());
+    EXPECT_TRUE(c.ok()) << yaml << ": " << c.status();
+    ++parsed;
+  }
+  EXPECT_GE(parsed, 4);
+}

@@ -48,7 +48,7 @@ output:
   kind: label_map
   labels:
     - name: box
-      category: {scheme: SCT, value: "49755003", meaning: Morphologically Altered Structure}
+      category: {scheme: SCT, value: "49755003", meaning: Morphologically Abnormal Structure}
       type: {scheme: SCT, value: "108369006", meaning: Neoplasm}
       threshold: 0.5
 )";
@@ -65,7 +65,7 @@ output:
   kind: probabilities
   labels:
     - name: bright
-      category: {scheme: SCT, value: "49755003", meaning: Morphologically Altered Structure}
+      category: {scheme: SCT, value: "49755003", meaning: Morphologically Abnormal Structure}
       type: {scheme: SCT, value: "108369006", meaning: Neoplasm}
       threshold: 0.5
     - name: dark
@@ -394,7 +394,7 @@ TEST_F(VolumeServiceTest, DescribeModelCarriesTheVolumeFactsAndInferRefusesVolum
   EXPECT_EQ(vs.max_volume_bytes(), 123456u);
   ASSERT_EQ(d.labels_size(), 1);
   EXPECT_EQ(d.labels(0).segment_type().value(), "108369006");
-  EXPECT_EQ(d.labels(0).segment_category().meaning(), "Morphologically Altered Structure");
+  EXPECT_EQ(d.labels(0).segment_category().meaning(), "Morphologically Abnormal Structure");
   EXPECT_EQ(d.labels(0).code().value(), "108369006");  // defaults to the type
 
   grpc::ClientContext ictx;

@@ -50,7 +50,7 @@ output:
   kind: label_map
   labels:
     - name: box
-      category: {scheme: SCT, value: "49755003", meaning: Morphologically Altered Structure}
+      category: {scheme: SCT, value: "49755003", meaning: Morphologically Abnormal Structure}
       type: {scheme: SCT, value: "108369006", meaning: Neoplasm}
       threshold: 0.5
 )";
@@ -67,7 +67,7 @@ output:
   kind: probabilities
   labels:
     - name: bright
-      category: {scheme: SCT, value: "49755003", meaning: Morphologically Altered Structure}
+      category: {scheme: SCT, value: "49755003", meaning: Morphologically Abnormal Structure}
       type: {scheme: SCT, value: "108369006", meaning: Neoplasm}
       threshold: 0.5
     - name: dark

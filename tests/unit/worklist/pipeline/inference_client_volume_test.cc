@@ -674,7 +674,7 @@ output:
   kind: label_map
   labels:
     - name: box
-      category: {scheme: SCT, value: "49755003", meaning: Morphologically Altered Structure}
+      category: {scheme: SCT, value: "49755003", meaning: Morphologically Abnormal Structure}
       type: {scheme: SCT, value: "108369006", meaning: Neoplasm}
       threshold: 0.5
 )";
