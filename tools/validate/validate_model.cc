@@ -3,6 +3,12 @@
 // and how often the heatmap peak of a true positive falls inside the lesion.
 // Exits non-zero when the figures are under the given floors, so CI can gate
 // a model on them.
+//
+// With --volume the held-out set is make_heldout3d.py's: each volume is
+// streamed through InferenceClient::InferVolume, and the label map that
+// comes back is scored per model as evaluate3d.py scores it (mean Dice,
+// lesion-level sensitivity, false positives per volume), gated on
+// --min-dice and --min-sensitivity (volume_validation.h).
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
@@ -17,6 +23,7 @@
 #include "CLI/CLI.hpp"
 #include "nlohmann/json.hpp"
 #include "secondread/inference/v1/inference.grpc.pb.h"
+#include "tools/validate/volume_validation.h"
 
 namespace v1 = secondread::inference::v1;
 using nlohmann::json;
@@ -60,18 +67,44 @@ double Auc(const std::vector<Case>& cases) {
 
 int main(int argc, char** argv) {
   CLI::App app{"Validate a model through a running secondread-worker on a held-out set"};
-  std::string target, model, heldout, report_path;
+  std::string target, heldout, report_path;
+  std::vector<std::string> models;
   double min_auc = 0, min_localization = 0;
   int concurrency = 4, per_request = 1;
+  bool volume = false;
+  double min_dice = 0.8, min_sensitivity = 0.9;
+  int volume_timeout = 600;
   app.add_option("--worker", target, "Worker address HOST:PORT")->required();
-  app.add_option("--model", model, "Model name")->required();
+  app.add_option("--model", models, "Model name (with --volume, repeat it to score several models)")->required();
   app.add_option("--heldout", heldout, "Directory with manifest.json and raw images")->required();
+  app.add_flag("--volume", volume, "The held-out set holds volumes (make_heldout3d.py); score segmentations");
+  app.add_option("--min-dice", min_dice, "With --volume: fail a model under this mean Dice");
+  app.add_option("--min-sensitivity", min_sensitivity, "With --volume: fail a model under this lesion sensitivity");
+  app.add_option("--volume-timeout", volume_timeout, "With --volume: seconds one volume may take")
+      ->check(CLI::Range(1, 86400));
   app.add_option("--report", report_path, "Write the report (JSON) here");
   app.add_option("--min-auc", min_auc, "Fail under this AUC");
   app.add_option("--min-localization", min_localization, "Fail under this localization rate");
   app.add_option("--concurrency", concurrency, "Concurrent requests")->check(CLI::Range(1, 256));
   app.add_option("--images-per-request", per_request, "Images per request")->check(CLI::Range(1, 64));
   CLI11_PARSE(app, argc, argv);
+
+  if (volume) {
+    secondread::validate::VolumeOptions options;
+    options.worker = target;
+    options.models = models;
+    options.heldout = heldout;
+    options.report_path = report_path;
+    options.min_dice = min_dice;
+    options.min_sensitivity = min_sensitivity;
+    options.timeout_s = volume_timeout;
+    return secondread::validate::RunVolumeValidation(options);
+  }
+  if (models.size() != 1) {
+    std::cerr << "--model: one model without --volume\n";
+    return 2;
+  }
+  const std::string& model = models.front();
 
   std::ifstream mf(heldout + "/manifest.json");
   if (!mf) {
