@@ -4,7 +4,8 @@
 # goes through InferenceClient::InferVolume and the label map that comes back
 # is scored as evaluate3d.py scores it. All three entries must pass the gate
 # (mean Dice 0.8, lesion sensitivity 0.9); a CT entry with a wrong intensity
-# window must fail it; and the worker's figures must agree with
+# window must fail it, and so must the right model against ground truth moved
+# 8 voxels; and the worker's figures must agree with
 # evaluate3d.py's on the same set. The reports are kept in the test's work
 # directory.
 source "$(dirname "$0")/lib/common.sh"
@@ -52,6 +53,29 @@ if "$VALIDATE" --volume --worker "$SECONDREAD_WORKER_ADDR" --model wrong-window-
 fi
 [ -s "$WORK/control-report.json" ] || fail "the control run wrote no report"
 pass "the gate rejects a wrong intensity window ($(summary "$WORK/control-report.json"))"
+
+# The held-out set with its ground truth moved 8 voxels along H and W: the
+# right model must now fail, or the scoring does not look at where lesions are.
+mkdir -p "$WORK/shifted"
+$PY - "$WORK/heldout" "$WORK/shifted" <<'PYEOF'
+import json, os, shutil, sys
+import numpy as np
+src, dst = sys.argv[1:]
+manifest = json.load(open(os.path.join(src, "manifest.json")))
+for v in manifest["volumes"]:
+    shutil.copy(os.path.join(src, v["file"]), dst)
+    labels = np.fromfile(os.path.join(src, v["labels"]), np.uint8).reshape(v["shape"])
+    moved = np.zeros_like(labels)
+    moved[:, 8:, 8:] = labels[:, :-8, :-8]
+    moved.tofile(os.path.join(dst, v["labels"]))
+shutil.copy(os.path.join(src, "manifest.json"), dst)
+PYEOF
+if "$VALIDATE" --volume --worker "$SECONDREAD_WORKER_ADDR" --model synthetic-lesion3d-ct --heldout "$WORK/shifted" \
+  --report "$WORK/shifted-report.json" >/dev/null 2>&1; then
+  fail "the gate passed against ground truth moved 8 voxels: $(summary "$WORK/shifted-report.json")"
+fi
+[ -s "$WORK/shifted-report.json" ] || fail "the shifted control wrote no report"
+pass "the gate rejects ground truth moved 8 voxels ($(summary "$WORK/shifted-report.json"))"
 
 # The same set through the executable specification (contract3d.py): the
 # worker's figures must agree, model by model and volume by volume.
