@@ -118,6 +118,11 @@ int main(int argc, char** argv) {
     std::cerr << "manifest.json: " << e.what() << "\n";
     return 2;
   }
+  if (!manifest.contains("images")) {
+    std::cerr << "manifest.json lists no images" << (manifest.contains("volumes") ? "; volumes need --volume" : "")
+              << "\n";
+    return 2;
+  }
   std::vector<Case> cases;
   for (const auto& m : manifest.at("images")) {
     Case c;

@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstring>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -66,7 +66,8 @@ VolumeScore ScoreVolume(const std::vector<uint8_t>& predicted, const std::vector
     inter += mask[i] && t;
     if (t) lesion_ids.insert(truth[i]);
   }
-  if (s.truth_voxels > 0) s.dice = 2.0 * static_cast<double>(inter) / static_cast<double>(s.predicted_voxels + s.truth_voxels);
+  if (s.truth_voxels > 0)
+    s.dice = 2.0 * static_cast<double>(inter) / static_cast<double>(s.predicted_voxels + s.truth_voxels);
   s.lesions = static_cast<int>(lesion_ids.size());
 
   uint32_t count = 0;
@@ -88,8 +89,8 @@ VolumeScore ScoreVolume(const std::vector<uint8_t>& predicted, const std::vector
   };
   std::set<int> detected;
   for (uint32_t c = 1; c <= count; ++c) {
-    const size_t at = (centre(sum_z[c], voxels[c], d) * h + centre(sum_y[c], voxels[c], h)) * w +
-                      centre(sum_x[c], voxels[c], w);
+    const size_t at =
+        (centre(sum_z[c], voxels[c], d) * h + centre(sum_y[c], voxels[c], h)) * w + centre(sum_x[c], voxels[c], w);
     if (truth[at]) hits[c].insert(truth[at]);
     if (hits[c].empty()) {
       ++s.false_positives;
@@ -114,8 +115,11 @@ json Summarise(const std::vector<json>& rows) {
     detected += r.at("detected").get<int>();
     fps += r.at("false_positives").get<int>();
   }
-  json s = {{"volumes", rows.size()}, {"volumes_with_lesions", dices.size()}, {"lesions", lesions},
-            {"detected", detected},   {"false_positives", fps}};
+  json s = {{"volumes", rows.size()},
+            {"volumes_with_lesions", dices.size()},
+            {"lesions", lesions},
+            {"detected", detected},
+            {"false_positives", fps}};
   if (dices.empty()) {
     s["dice"] = nullptr;
     s["dice_min"] = nullptr;
@@ -262,7 +266,8 @@ int RunVolumeValidation(const VolumeOptions& options) {
       continue;
     }
     if (summary["dice"].is_null() || summary["dice"].get<double>() < options.min_dice) {
-      failures.push_back(model + ": mean Dice " + summary["dice"].dump() + " under " + std::to_string(options.min_dice));
+      failures.push_back(model + ": mean Dice " + summary["dice"].dump() + " under " +
+                         std::to_string(options.min_dice));
     }
     if (summary["sensitivity"].is_null() || summary["sensitivity"].get<double>() < options.min_sensitivity) {
       failures.push_back(model + ": sensitivity " + summary["sensitivity"].dump() + " under " +
