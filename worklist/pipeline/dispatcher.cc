@@ -334,13 +334,8 @@ Dispatcher::Dispatcher(DispatcherOptions options, DatabaseOptions db, PgPool* po
 Dispatcher::~Dispatcher() { Stop(); }
 
 void Dispatcher::Start() {
-  JobRunnerOptions runner;
-  runner.queue = kDispatchQueue;
-  runner.concurrency = options_.concurrency;
-  runner.node_id = options_.node_id;
-  runner.idle_wait = options_.idle_wait;
-  runner_ = std::make_unique<JobRunner>(runner, db_, queue_, [this](Lease& lease) { Process(lease); });
-  runner_->Start();
+  runner_ = JobRunner::Started({kDispatchQueue, options_.concurrency, options_.node_id, options_.idle_wait}, db_, queue_,
+                               [this](Lease& lease) { Process(lease); });
 }
 
 void Dispatcher::Stop() {

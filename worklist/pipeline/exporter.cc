@@ -43,13 +43,8 @@ Exporter::Exporter(ExporterOptions options, DatabaseOptions db, PgPool* pool, Jo
 Exporter::~Exporter() { Stop(); }
 
 void Exporter::Start() {
-  JobRunnerOptions runner;
-  runner.queue = kExportQueue;
-  runner.concurrency = options_.concurrency;
-  runner.node_id = options_.node_id;
-  runner.idle_wait = options_.idle_wait;
-  runner_ = std::make_unique<JobRunner>(runner, db_, queue_, [this](Lease& lease) { Process(lease); });
-  runner_->Start();
+  runner_ = JobRunner::Started({kExportQueue, options_.concurrency, options_.node_id, options_.idle_wait}, db_, queue_,
+                               [this](Lease& lease) { Process(lease); });
 }
 
 void Exporter::Stop() {

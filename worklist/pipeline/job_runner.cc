@@ -60,6 +60,13 @@ JobRunner::JobRunner(JobRunnerOptions options, DatabaseOptions db, JobQueue* que
 
 JobRunner::~JobRunner() { Stop(); }
 
+std::unique_ptr<JobRunner> JobRunner::Started(JobRunnerOptions options, DatabaseOptions db, JobQueue* queue,
+                                              Handler handler) {
+  auto runner = std::make_unique<JobRunner>(std::move(options), std::move(db), queue, std::move(handler));
+  runner->Start();
+  return runner;
+}
+
 void JobRunner::Start() {
   for (int i = 0; i < options_.concurrency; ++i) threads_.emplace_back([this, i] { Loop(i); });
 }

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -64,6 +65,10 @@ class JobRunner {
   using Handler = std::function<void(Lease&)>;
   JobRunner(JobRunnerOptions options, DatabaseOptions db, JobQueue* queue, Handler handler);
   ~JobRunner();
+
+  // A runner already started: what every queue's owner needs in its Start().
+  static std::unique_ptr<JobRunner> Started(JobRunnerOptions options, DatabaseOptions db, JobQueue* queue,
+                                            Handler handler);
 
   void Start();
   void Stop();

@@ -276,13 +276,8 @@ VolumeDispatcher::VolumeDispatcher(VolumeDispatcherOptions options, DatabaseOpti
 VolumeDispatcher::~VolumeDispatcher() { Stop(); }
 
 void VolumeDispatcher::Start() {
-  JobRunnerOptions runner;
-  runner.queue = kVolumeQueue;
-  runner.concurrency = options_.concurrency;
-  runner.node_id = options_.node_id;
-  runner.idle_wait = options_.idle_wait;
-  runner_ = std::make_unique<JobRunner>(runner, db_, queue_, [this](Lease& lease) { Process(lease); });
-  runner_->Start();
+  runner_ = JobRunner::Started({kVolumeQueue, options_.concurrency, options_.node_id, options_.idle_wait}, db_, queue_,
+                               [this](Lease& lease) { Process(lease); });
 }
 
 void VolumeDispatcher::Stop() {
