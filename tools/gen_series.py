@@ -44,6 +44,14 @@ PET: Units BQML, Decay Correction START, F-18 (half-life 6586.2 s), 370 MBq
 injected 60 min before the series time, 70 kg; or --pet-units CNTS with
 Philips' SUV Scale Factor (7053,1000) = 0.000321.
 
+--phantom ct|mr|pet takes the values from tools/models/phantom3d.py (a
+cartoon trunk with 0-3 lesions, --phantom-lesions N to choose, seeded by
+--seed) instead of the formula: voxel (k, j, i) of the phantom is pixel
+(j, i) of slice k. CT stored as HU + 1024; MR scaled to 0-4000; PET
+converted from SUV back to Bq/ml (or counts) with a slope per slice. The
+manifest's lesions then give each lesion's centre in LPS mm, its radii and
+its voxel count. The reference volume models read these.
+
 --lesion (repeatable) adds ADD to the stored value of every pixel whose
 centre lies within R mm of the point (X, Y, Z) (LPS mm): a sphere of known
 size and place, ADD HU brighter on CT, ADD more before the PET slope.
@@ -61,12 +69,16 @@ import json
 import math
 import os
 import random
+import sys
 import uuid
 
 import numpy as np
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "models"))
+import phantom3d  # noqa: E402
 
 CLASSIC = {"CT": "1.2.840.10008.5.1.4.1.1.2", "MR": "1.2.840.10008.5.1.4.1.1.4", "PT": "1.2.840.10008.5.1.4.1.1.128"}
 ENHANCED = {"CT": "1.2.840.10008.5.1.4.1.1.2.1", "MR": "1.2.840.10008.5.1.4.1.1.4.1", "PT": "1.2.840.10008.5.1.4.1.1.130"}
@@ -118,9 +130,14 @@ def main():
     ap.add_argument("--decay", choices=["START", "ADMIN", "NONE"], default="START")
     ap.add_argument("--no-weight", action="store_true")
     ap.add_argument("--lesion", action="append", default=[], help="X,Y,Z,R,ADD: a sphere in LPS mm")
+    ap.add_argument("--phantom", choices=["ct", "mr", "pet"],
+                    help="values from tools/models/phantom3d.py instead of the formula")
+    ap.add_argument("--phantom-lesions", type=int, default=None, help="lesions in the phantom (default 0-3)")
     ap.add_argument("--shuffle", action="store_true")
     ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args()
+    if a.phantom and (phantom3d.MODALITY[a.phantom] != a.modality or a.lesion or a.defect == "two-acquisitions"):
+        ap.error("--phantom needs the matching --modality, no --lesion and a single stack")
     rng = random.Random(a.seed)
     os.makedirs(a.out, exist_ok=True)
 
@@ -159,6 +176,22 @@ def main():
             if a.defect == "duplicate" and k == n // 2:
                 slices.append(dict(slices[-1]))
 
+    suv_scale = 1.0
+    if a.modality == "PT":
+        if a.pet_units == "CNTS":
+            suv_scale = PHILIPS_FACTOR
+        elif a.decay == "ADMIN":
+            suv_scale = WEIGHT * 1000 / DOSE
+        else:
+            suv_scale = WEIGHT * 1000 / (DOSE * math.exp(-math.log(2) * 3600 / HALF_LIFE))
+
+    phantom = None
+    if a.phantom:
+        phantom = phantom3d.generate(np.random.default_rng(a.seed), a.phantom, lesion_count=a.phantom_lesions,
+                                     spacing=(a.spacing, row_sp, col_sp), shape=(n, a.rows, a.columns))
+        # MR has no physical scale: stored values spread over 0-4000 whatever the phantom's scale.
+        mr_scale = 4000.0 / max(float(phantom.voxels.max()), 1e-6) if a.modality == "MR" else 1.0
+
     study, series, frame_of_reference = uid(rng), uid(rng), uid(rng)
     jj, ii = np.meshgrid(np.arange(a.rows), np.arange(a.columns), indexing="ij")
     lesions = [tuple(float(v) for v in spec.split(",")) for spec in a.lesion]
@@ -179,6 +212,8 @@ def main():
         return px, slope, intercept
 
     def stored_and_rescale_plain(s, per_frame_override=False):
+        if phantom is not None:
+            return stored_from_phantom(phantom.voxels[s["k"]], per_frame_override)
         if a.modality == "CT":
             hu = -500 + 4 * s["offset"] + 3 * jj - 2 * ii + 100 * s["stack"]
             intercept = -1000 if per_frame_override else -1024
@@ -188,6 +223,18 @@ def main():
         slope = 0.5 + 0.25 * s["k"]
         return (1000 + 10 * jj + 7 * ii + 100 * s["stack"]).astype(np.uint16), slope, 0.0
 
+    def stored_from_phantom(values, per_frame_override):
+        if a.modality == "CT":
+            intercept = -1000 if per_frame_override else -1024
+            return np.clip(np.rint(values - intercept), 0, 65535).astype(np.uint16), 1.0, float(intercept)
+        if a.modality == "MR":
+            return np.clip(np.rint(values * mr_scale), 0, 65535).astype(np.uint16), None, None
+        # PET: SUV back to Bq/ml (or counts), with a slope per slice that
+        # spreads each slice's range over 0-30000 as scanners do.
+        activity = np.maximum(values, 0) / suv_scale
+        slope = max(float(activity.max()) / 30000.0, 1e-3)
+        return np.rint(activity / slope).astype(np.uint16), slope, 0.0
+
     def base(ds, sop_class, sop_instance):
         ds.SOPClassUID = sop_class
         ds.SOPInstanceUID = sop_instance
@@ -196,6 +243,8 @@ def main():
         ds.StudyID, ds.AccessionNumber = "S%d" % a.seed, "ACC%d" % a.seed
         ds.BodyPartExamined = "CHEST"
         ds.Modality = a.modality
+        if phantom is not None:
+            ds.SeriesNumber, ds.SeriesDescription = 2, "Synthetic phantom %s" % a.modality
         ds.StudyDate = ds.SeriesDate = ds.ContentDate = "20260105"
         ds.StudyTime, ds.SeriesTime, ds.ContentTime = "101500", "103000", "103000"
         ds.Rows, ds.Columns = a.rows, a.columns
@@ -328,14 +377,6 @@ def main():
         save(ds, "enhanced.dcm")
         files.append("enhanced.dcm")
 
-    suv_scale = 1.0
-    if a.modality == "PT":
-        if a.pet_units == "CNTS":
-            suv_scale = PHILIPS_FACTOR
-        elif a.decay == "ADMIN":
-            suv_scale = WEIGHT * 1000 / DOSE
-        else:
-            suv_scale = WEIGHT * 1000 / (DOSE * math.exp(-math.log(2) * 3600 / HALF_LIFE))
     volumes = []
     for stack in range(stacks):
         in_stack = sorted((s for s in slices if s["stack"] == stack), key=lambda s: s["offset"])
@@ -348,8 +389,12 @@ def main():
         "rows": a.rows, "columns": a.columns, "depth": n,
         "origin": list(ORIGIN), "row": list(row), "column": list(col), "normal": list(normal),
         "spacing": [a.spacing, row_sp, col_sp], "suv_scale": suv_scale, "volumes": volumes,
-        "lesions": [{"centre": list(l[:3]), "radius": l[3], "add": l[4]} for l in lesions],
-        "value": {"CT": "-500 + 4 z + 3 j - 2 i + 100 stack", "MR": "100 + 4 z + j + i + 100 stack",
+        "lesions": ([{"centre": list(l[:3]), "radius": l[3], "add": l[4]} for l in lesions] if phantom is None else
+                    [{"centre": [ORIGIN[c] + les["centre_mm"][2] * row[c] + les["centre_mm"][1] * col[c]
+                                 + les["centre_mm"][0] * normal[c] for c in range(3)],
+                      "radius": les["radius_mm"], "radii_mm": les["radii_mm"], "voxels": les["voxels"],
+                      "host": les["host"], "value": les["value"]} for les in phantom.lesions]),
+        "value": ("tools/models/phantom3d.py %s, seed %d" % (a.phantom, a.seed)) if phantom else {"CT": "-500 + 4 z + 3 j - 2 i + 100 stack", "MR": "100 + 4 z + j + i + 100 stack",
                   "PT": "(1000 + 10 j + 7 i + 100 stack) (0.5 + 0.25 k) suv_scale"}[a.modality],
     }
     with open(os.path.join(a.out, "manifest.json"), "w") as f:
