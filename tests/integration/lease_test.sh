@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# A read and an export that take longer than the job lease (the worker, then
-# the PACS, stopped with SIGSTOP for twice a 6 s lease) keep their claim by
+# A read, an export and a volume read that take longer than the job lease (the
+# worker, then the PACS, then the worker again, stopped with SIGSTOP for twice
+# a 6 s lease) keep their claim by
 # heartbeating: the reaper never hands the job to a second holder, so one
 # attempt writes one set of results, sends each object once, and the read and
 # the export end done and sent.
@@ -82,4 +83,31 @@ sleep $((2 * LEASE))
 kill -CONT "$ORTHANC_PID"
 exactly_once "$uid" "export slower than the lease" 4
 pass "export slower than its lease: one attempt, each object sent once, export sent"
+
+# 3. A volume read (the default CT rule) waits on the stopped worker for twice
+# the lease, as a large series on a busy worker does.
+kill -STOP "$WORKER_PID"
+$PY "$IT_REPO/tools/gen_series.py" "$WORK/ct" --modality CT --phantom ct --phantom-lesions 1 --orientation axial \
+  --slices 12 --rows 96 --columns 96 --pixel-spacing 1.6,1.6 --spacing 3 --seed 3 >/dev/null
+send "$WORK"/ct/*.dcm >/dev/null 2>&1 || fail "storescu CT"
+wait_sql "SELECT state FROM reads WHERE input = 'volume'" running 60
+sleep $((2 * LEASE))
+kill -CONT "$WORKER_PID"
+wait_sql "SELECT state FROM reads WHERE input = 'volume'" done 120
+read=$(sql "SELECT id FROM reads WHERE input = 'volume'")
+wait_sql "SELECT state || ' ' || attempts FROM exports WHERE read_ref = $read" "sent 1" 90
+jobs=$(sql "SELECT string_agg(queue || ' ' || state::text || ' ' || attempt || ' ' || jsonb_array_length(errors), ',' ORDER BY queue)
+            FROM jobs WHERE (queue = 'volume' AND args->>'read_id' = '$read')
+               OR (queue = 'export' AND args->>'export_id' IN (SELECT id::text FROM exports WHERE read_ref = $read))")
+[ "$jobs" = "export completed 1 0,volume completed 1 0" ] || fail "volume read slower than the lease: jobs $jobs"
+# One SEG, one SR and a key-slice capture per lesion found.
+kinds=$(sql "SELECT string_agg(DISTINCT kind, ',') || ' ' || count(*) FILTER (WHERE kind = 'seg') || count(*) FILTER (WHERE kind = 'sr')
+             FROM result_objects WHERE read_ref = $read")
+[ "$kinds" = "sc,seg,sr 11" ] || fail "volume read slower than the lease: result objects $kinds"
+objects=$(sql "SELECT count(*) FROM result_objects WHERE read_ref = $read")
+files=("$SECONDREAD_SPOOL"/results/*.dcm)
+[ "${#files[@]}" = $((4 + objects)) ] || fail "volume read slower than the lease: ${#files[@]} result files, want $((4 + objects))"
+[ "$(grep -c "\"export_sent\".*\"read_id\":${read}[,}]" "$NODE/log/secondread.log")" = 1 ] ||
+  fail "volume read slower than the lease: not exactly one export_sent record"
+pass "volume read slower than its lease: one attempt, one SEG, one SR and the key-slice captures, sent once"
 finish
