@@ -193,10 +193,18 @@ for key, (pos, _) in frames.items():
 # The SR's numbers, read from the content tree.
 sr = pydicom.dcmread(os.path.join(pacs, "sr.dcm"))
 assert sr.VerificationFlag == "UNVERIFIED"
-points, nums = [], []
+points, nums, segments, source_series = [], [], [], []
 def walk(items):
     for it in items:
         vt = getattr(it, "ValueType", "")
+        concept = it.ConceptNameCodeSequence[0].CodeValue if "ConceptNameCodeSequence" in it else ""
+        if vt == "IMAGE" and concept == "121191":  # Referenced Segment
+            ref = it.ReferencedSOPSequence[0]
+            numbers = ref.ReferencedSegmentNumber
+            numbers = list(numbers) if isinstance(numbers, pydicom.multival.MultiValue) else [numbers]
+            segments.append((ref.ReferencedSOPInstanceUID, [int(v) for v in numbers]))
+        if vt == "UIDREF" and concept == "121232":  # Source series for segmentation
+            source_series.append(it.UID)
         if vt == "SCOORD3D":
             assert it.ReferencedFrameOfReferenceUID == first.FrameOfReferenceUID
             points.append(np.array([float(v) for v in it.GraphicData]))
@@ -210,10 +218,19 @@ def walk(items):
             walk(it.ContentSequence)
 walk(sr.ContentSequence)
 assert len(points) == 1, "one lesion, one centroid: %s" % points
+assert segments == [(seg.SOPInstanceUID, [1])], "the SR names segments %s, not the SEG's segment 1" % segments
+assert source_series == [first.SeriesInstanceUID], source_series
+evidence = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
+assert evidence.SeriesInstanceUID == first.SeriesInstanceUID
+assert {r.ReferencedSOPInstanceUID for r in evidence.ReferencedSOPSequence} == {k[0] for k in frames}
 centroid = points[0]
 d = float(np.linalg.norm(centroid - centre))
 assert d < radius, "the centroid is %.2f mm from the centre, outside the sphere" % d
 assert d <= max(g["spacing"]), "the centroid is %.2f mm from the centre, more than a voxel" % d
+# And it is the mean of the sphere's voxel centres (GraphicData is float32).
+voxel_mean = np.concatenate([pixel_centres(pos)[sphere(pos)] for pos, _ in frames.values()]).mean(axis=0)
+assert np.linalg.norm(centroid - voxel_mean) <= 0.01, "centroid %s, the sphere's voxels' mean %s" % (
+    centroid, voxel_mean)
 
 # The sphere's voxels over the whole grid, and their values.
 inside = [(values[sphere(pos)]) for pos, values in frames.values()]
@@ -227,15 +244,18 @@ sphere_mm3 = 4.0 / 3.0 * np.pi * radius ** 3
 assert abs(expected_volume - sphere_mm3) <= 0.15 * sphere_mm3, (expected_volume, sphere_mm3)
 
 measures = {deriv: (v, unit) for code, v, unit, deriv in nums if deriv is not None}
-summary = "%d SEG frames (worst position %.4f mm), centroid %.2f mm from the centre, volume %.1f mm3 (%d voxels)" % (
-    len(seg.PerFrameFunctionalGroupsSequence), worst, d, volumes[0], count)
+summary = ("%d SEG frames (worst position %.4f mm), centroid %.2f mm from the centre and %.4f mm from the voxels' "
+           "mean, volume %.1f mm3 (%d voxels)") % (len(seg.PerFrameFunctionalGroupsSequence), worst, d,
+                                                  float(np.linalg.norm(centroid - voxel_mean)), volumes[0], count)
 if g["modality"] == "PT":
     suv = values * g["suv_scale"]
+    worst_suv = 0.0
     for deriv, expected in (("373098007", float(suv.mean())), ("56851009", float(suv.max()))):
         assert deriv in measures, "no %s in the PET SR: %s" % (deriv, nums)
         value, unit = measures[deriv]
         assert unit == "{SUVbw}g/ml", "PET unit %r" % unit
         assert abs(value - expected) <= 0.01 * expected, "%s: SR %.5g, source %.5g SUVbw" % (deriv, value, expected)
+        worst_suv = max(worst_suv, abs(value - expected) / expected)
     assert [c for c, _, _, deriv in nums if deriv is not None] == ["126401", "126401"], nums
     # The dose, the injection and acquisition times and the decay correction
     # the SUVs were computed from stay in the source: no result object
@@ -247,7 +267,8 @@ if g["modality"] == "PT":
     for kind in ("sr", "seg", "sc"):
         found = {e.keyword for e in pydicom.dcmread(os.path.join(pacs, kind + ".dcm")).iterall()} & forbidden
         assert not found, "the PET %s carries %s" % (kind, sorted(found))
-    summary += ", SUVbw mean %.4g max %.4g" % (measures["373098007"][0], measures["56851009"][0])
+    summary += ", SUVbw mean %.4g max %.4g (%.1e from the source)" % (
+        measures["373098007"][0], measures["56851009"][0], worst_suv)
 else:
     # MR values have no unit: no mean or maximum is reported.
     assert not measures, "the MR SR reports %s" % nums
