@@ -140,7 +140,7 @@ for f in sorted(glob.glob(os.path.join(src_dir, "*.dcm"))):
         slope, intercept = float(ds.get("RescaleSlope", 1)), float(ds.get("RescaleIntercept", 0))
         frames[(ds.SOPInstanceUID, 0)] = (np.array([float(v) for v in ds.ImagePositionPatient]),
                                           ds.pixel_array * slope + intercept)
-enhanced = g["layout"] == "enhanced"
+enhanced = g["layout"] != "single"  # enhanced or legacy converted: multi-frame
 row, col = np.array(g["row"]), np.array(g["column"])
 rows, columns = g["rows"], g["columns"]
 jj, ii = np.mgrid[0:rows, 0:columns]
