@@ -93,22 +93,27 @@ wait_sql() {  # query expected timeout_s
 }
 
 # Writes a volume model into the model repository DIR whose right answer is
-# known to the voxel: label 1 ("lesion") wherever the value is above 500
-# (Hounsfield units on CT), on the source grid.
-threshold_volume_model() {  # repository-dir
-  mkdir -p "$1/threshold-volume-demo/1"
-  $PY - "$1/threshold-volume-demo/1/model.pt" <<'PY'
+# known to the voxel: label 1 ("lesion") wherever the value the node sends is
+# above THRESHOLD (default 500: Hounsfield units on CT; raw values on MR, SUVbw
+# on PET), on the source grid, with no intensity transform. The lesion logit
+# is (value - THRESHOLD) * GAIN: the label map does not depend on GAIN, the
+# reported probability does, so a small threshold (SUV) wants a large gain.
+threshold_volume_model() {  # repository-dir [name [threshold [gain [modality]]]]
+  local name=${2:-threshold-volume-demo} threshold=${3:-500} gain=${4:-0.01} modality=${5:-CT}
+  mkdir -p "$1/$name/1"
+  $PY - "$1/$name/1/model.pt" "$threshold" "$gain" <<'PY'
 import sys, torch
+threshold, gain = float(sys.argv[2]), float(sys.argv[3])
 class Threshold(torch.nn.Module):
-    # Two-class logits: background 0, lesion (HU - 500) / 100.
+    # Two-class logits: background 0, lesion (value - threshold) * gain.
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([torch.zeros_like(x), (x - 500.0) / 100.0], dim=1)
+        return torch.cat([torch.zeros_like(x), (x - threshold) * gain], dim=1)
 # Traced (scripting needs a source file); every operation is shape-agnostic.
 torch.jit.trace(Threshold(), torch.zeros(1, 1, 8, 16, 16)).save(sys.argv[1])
 PY
-  cat >"$1/threshold-volume-demo/model.yaml" <<'YAML'
-name: threshold-volume-demo
-description: Marks every voxel above 500 HU, so that a test knows the right segmentation exactly.
+  cat >"$1/$name/model.yaml" <<YAML
+name: $name
+description: Marks every voxel above $threshold, so that a test knows the right segmentation exactly.
 intended_use: Testing secondread only; not a medical device.
 platform: torchscript
 input:
@@ -125,7 +130,7 @@ output:
       type: {scheme: SCT, value: "52988006", meaning: "Lesion"}
       threshold: 0.5
 applicability:
-  modalities: [CT]
+  modalities: [$modality]
 instance_group: {kind: cpu, count: 1}
 YAML
 }
