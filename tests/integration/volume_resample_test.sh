@@ -71,7 +71,7 @@ send "$WORK"/ct/*.dcm >/dev/null 2>&1 || fail "storescu CT"
 wait_sql "SELECT count(*) FROM reads WHERE input = 'volume' AND state IN ('done', 'failed')" 2 180
 read_ok=$(sql "SELECT id FROM reads WHERE rule_name = 'ct-resample'")
 read_refused=$(sql "SELECT id FROM reads WHERE rule_name = 'ct-strict'")
-[ "$(sql "SELECT state || ' ' || resample FROM reads WHERE id = $read_ok")" = "done t" ] ||
+[ "$(sql "SELECT state, resample FROM reads WHERE id = $read_ok")" = "done|t" ] ||
   fail "the read with resample did not finish: $(sql "SELECT state, error FROM reads WHERE id = $read_ok")"
 [ "$(sql "SELECT string_agg(kind, ' ' ORDER BY kind) FROM result_objects WHERE read_ref = $read_ok")" = "sc seg sr" ] ||
   fail "result objects: $(sql "SELECT string_agg(kind, ' ' ORDER BY kind) FROM result_objects")"
@@ -81,7 +81,7 @@ wait_sql "SELECT count(*) FROM exports WHERE state = 'sent'" 1 120
 pass "under a rule with series.resample the unevenly spaced CT was read: SEG, SR and SC written, flagged, exported"
 
 # The same series under the rule without it: refused with the sentence.
-[ "$(sql "SELECT state || ' ' || resample FROM reads WHERE id = $read_refused")" = "failed f" ] ||
+[ "$(sql "SELECT state, resample FROM reads WHERE id = $read_refused")" = "failed|f" ] ||
   fail "the read without resample was not refused: $(sql "SELECT state, error FROM reads WHERE id = $read_refused")"
 [ "$(sql "SELECT count(*) FROM result_objects WHERE read_ref = $read_refused")" = 0 ] || fail "results without resample"
 [ "$(sql "SELECT count(*) FROM exports")" = 1 ] || fail "an export for the refused read"
