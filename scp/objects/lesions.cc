@@ -36,7 +36,8 @@ absl::StatusOr<std::vector<LesionMeasurement>> MeasureLesions(const Volume& volu
   }
   // Voxel volumes and centroids assume one slice spacing.
   if (!volume.slice_offsets_mm.empty()) {
-    return absl::InvalidArgumentError("lesions are measured on a uniform grid; this volume's slices are unevenly spaced");
+    return absl::InvalidArgumentError(
+        "lesions are measured on a uniform grid; this volume's slices are unevenly spaced");
   }
   if (result.segments.empty() || result.segments.size() > 255) {
     return absl::InvalidArgumentError("a result needs 1 to 255 segments");

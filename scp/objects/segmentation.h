@@ -72,9 +72,10 @@ struct SegmentationResult {
 // interpolated slice): a SEG must lie on the source slices, so the caller
 // carries its result back onto them (LabelMapOnSourceSlices) and passes the
 // volume of those slices (TakeSourceSlices), whose uneven positions
-// (Volume::slice_offsets_mm) each frame keeps. INVALID_ARGUMENT for sizes, labels or probabilities that do not
-// fit the volume, and for slices whose source is missing from `series` or
-// whose position disagrees with the volume's geometry.
+// (Volume::slice_offsets_mm) each frame keeps. INVALID_ARGUMENT for sizes,
+// labels or probabilities that do not fit the volume, and for slices whose
+// source is missing from `series` or whose position disagrees with the
+// volume's geometry.
 absl::StatusOr<BuiltObject> BuildSegmentation(const Volume& volume, const std::vector<SourceImage>& series,
                                               const SegmentationResult& result, const AlgorithmInfo& algorithm,
                                               const ResultIdentity& identity, const ContentTime& when);

@@ -278,8 +278,9 @@ absl::StatusOr<StackPlan> CheckStack(const std::vector<SliceGeometry>& slices, s
   const uint64_t voxels = uint64_t{plan.resample ? plan.depth + n : n} * plan.rows * plan.columns;
   if (voxels > options.max_voxels) {
     return Refuse(label, "too_large",
-                  N(plan.depth) + " x " + N(plan.rows) + " x " + N(plan.columns) + " voxels exceed the limit of " +
-                      N(options.max_voxels));
+                  N(plan.depth) + " x " + N(plan.rows) + " x " + N(plan.columns) + " voxels" +
+                      (plan.resample ? " and the " + N(n) + " source slices beside them" : "") +
+                      " exceed the limit of " + N(options.max_voxels));
   }
   return plan;
 }
@@ -369,7 +370,9 @@ absl::StatusOr<std::vector<StackPlan>> PlanVolumes(const std::vector<SliceGeomet
   // The split volumes are read at once, so they share the voxel bound.
   auto bounded = [&](std::vector<StackPlan> plans) -> absl::StatusOr<std::vector<StackPlan>> {
     uint64_t voxels = 0;
-    for (const StackPlan& p : plans) voxels += uint64_t{p.depth} * p.rows * p.columns;
+    for (const StackPlan& p : plans) {
+      voxels += uint64_t{p.resample ? p.depth + p.order.size() : p.depth} * p.rows * p.columns;
+    }
     if (voxels > options.max_voxels) {
       return VolumeRefusal("too_large", "the " + N(plans.size()) + " volumes of the series hold " + N(voxels) +
                                             " voxels together, more than the limit of " + N(options.max_voxels));
