@@ -51,6 +51,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   s.orientations = List(in);
   s.image_types = List(in);
   if (in.ConsumeBool()) s.multiframe = in.ConsumeBool();
+  s.resample = in.ConsumeBool();
   std::vector<RoutingRule> rules{rule};
   if (!ValidateRules(rules).ok()) return 0;
   const RoutingRule& compiled = rules.front();
@@ -93,6 +94,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const auto plan = PlanVolumeReads(compiled, {series});
   const size_t expected = compiled.input == ReadInput::kVolume && matches ? compiled.models.size() : 0;
   if (plan.size() != expected) std::abort();
+  for (const auto& r : plan) {
+    if (r.resample != compiled.series.resample) std::abort();
+  }
 
   CandidateProgress p;
   p.first_at = std::chrono::system_clock::time_point(std::chrono::seconds(1700000000));

@@ -51,6 +51,7 @@ absl::StatusOr<worklist::RoutingRule> ParseRule(config::ConfigTree& t, const std
     ASSIGN_OR_RETURN(bool multiframe, t.Bool(k + "series.multiframe", false));
     series.multiframe = multiframe;
   }
+  ASSIGN_OR_RETURN(series.resample, t.Bool(k + "series.resample", false));
   ASSIGN_OR_RETURN(size_t models, t.ListSize(k + "models"));
   for (size_t i = 0; i < models; ++i) {
     const std::string m = k + "models." + std::to_string(i) + ".";

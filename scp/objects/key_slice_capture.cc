@@ -87,6 +87,10 @@ std::vector<std::string> BannerText(const Volume& volume, uint32_t z, const std:
   text.push_back("AI RESULT - FOR RADIOLOGIST REVIEW - NOT A DIAGNOSIS");
   text.push_back("MODEL " + algorithm.model_name + " V" + algorithm.model_version);
   text.push_back("KEY SLICE " + std::to_string(z + 1) + " OF " + std::to_string(volume.depth));
+  if (volume.resampled_spacing_mm > 0) {
+    text.push_back("SLICES UNEVENLY SPACED: READ AND MEASURED RESAMPLED TO " +
+                   Format(volume.resampled_spacing_mm, "%.4g") + " MM");
+  }
   size_t shown = 0, more = 0;
   for (const LesionMeasurement& lesion : lesions) {
     if (lesion.key_slice != z) continue;

@@ -34,6 +34,11 @@ absl::StatusOr<std::vector<LesionMeasurement>> MeasureLesions(const Volume& volu
   if (voxels == 0 || volume.voxels.size() != voxels || volume.sources.size() != d) {
     return absl::InvalidArgumentError("volume has no voxels or its sizes disagree");
   }
+  // Voxel volumes and centroids assume one slice spacing.
+  if (!volume.slice_offsets_mm.empty()) {
+    return absl::InvalidArgumentError(
+        "lesions are measured on a uniform grid; this volume's slices are unevenly spaced");
+  }
   if (result.segments.empty() || result.segments.size() > 255) {
     return absl::InvalidArgumentError("a result needs 1 to 255 segments");
   }
@@ -139,6 +144,19 @@ absl::StatusOr<std::vector<LesionMeasurement>> MeasureLesions(const Volume& volu
     }
   }
   return lesions;
+}
+
+absl::Status KeySlicesOnSourceSlices(const Volume& resampled, std::vector<LesionMeasurement>& lesions) {
+  if (!resampled.resampled || resampled.source_stack.slices.empty()) {
+    return absl::InvalidArgumentError("the volume is not resampled from source slices");
+  }
+  const std::vector<uint32_t> nearest = SourceSliceOfUniform(resampled);
+  for (LesionMeasurement& m : lesions) {
+    if (m.key_slice >= nearest.size()) return absl::InvalidArgumentError("a key slice lies outside the volume");
+    m.key_slice = nearest[m.key_slice];
+    m.key_source = resampled.source_stack.slices[m.key_slice];
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace secondread::scp

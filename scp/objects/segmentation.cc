@@ -68,6 +68,10 @@ absl::Status CheckResult(const Volume& volume, const SegmentationResult& result)
     return absl::InvalidArgumentError("volume has " + std::to_string(volume.sources.size()) + " slice sources for " +
                                       std::to_string(volume.depth) + " slices");
   }
+  if (!volume.slice_offsets_mm.empty() && volume.slice_offsets_mm.size() != volume.depth) {
+    return absl::InvalidArgumentError("volume has " + std::to_string(volume.slice_offsets_mm.size()) +
+                                      " slice offsets for " + std::to_string(volume.depth) + " slices");
+  }
   if (result.segments.empty() || result.segments.size() > 255) {
     return absl::InvalidArgumentError("a segmentation needs 1 to 255 segments");
   }
@@ -140,9 +144,9 @@ absl::StatusOr<std::vector<SourceFrame>> ResolveSources(const Volume& volume, co
     if (g->second->rows != volume.rows || g->second->columns != volume.columns) {
       return absl::InvalidArgumentError("slice " + std::to_string(k) + "'s source has another size");
     }
+    const Vec3 expected = SlicePosition(volume, k);
     for (int a = 0; a < 3; ++a) {
-      const double expected = volume.origin[a] + k * volume.spacing_mm[0] * volume.normal[a];
-      if (std::abs(g->second->position[a] - expected) > tolerance) {
+      if (std::abs(g->second->position[a] - expected[a]) > tolerance) {
         return absl::InvalidArgumentError("slice " + std::to_string(k) +
                                           "'s source position disagrees with the volume's geometry");
       }
@@ -340,11 +344,16 @@ absl::StatusOr<BuiltObject> BuildSegmentation(const Volume& volume, const std::v
                         (DecimalString(volume.spacing_mm[1]) + "\\" + DecimalString(volume.spacing_mm[2])).c_str()),
                     "Pixel Spacing"));
   // A SEG voxel is as thick as the slice spacing: it covers its slice up to
-  // the next one, whatever the source's nominal thickness.
+  // the next one, whatever the source's nominal thickness. Unevenly spaced
+  // source slices have no one spacing: their thickness is the uniform grid's
+  // the model read, Spacing Between Slices (optional) is left out, and each
+  // frame's own Plane Position places it.
   RETURN_IF_ERROR(
       FromCondition(measures.setSliceThickness(DecimalString(volume.spacing_mm[0]).c_str()), "Slice Thickness"));
-  RETURN_IF_ERROR(FromCondition(measures.setSpacingBetweenSlices(DecimalString(volume.spacing_mm[0]).c_str()),
-                                "Spacing Between Slices"));
+  if (volume.slice_offsets_mm.empty()) {
+    RETURN_IF_ERROR(FromCondition(measures.setSpacingBetweenSlices(DecimalString(volume.spacing_mm[0]).c_str()),
+                                  "Spacing Between Slices"));
+  }
   RETURN_IF_ERROR(FromCondition(seg->addForAllFrames(measures), "adding Pixel Measures"));
   std::unique_ptr<FGPlaneOrientationPatient> orientation(FGPlaneOrientationPatient::createMinimal(
       DecimalString(volume.row_direction[0]).c_str(), DecimalString(volume.row_direction[1]).c_str(),

@@ -70,10 +70,12 @@ struct SegmentationResult {
 //
 // FAILED_PRECONDITION for a resampled volume (Volume::resampled or any
 // interpolated slice): a SEG must lie on the source slices, so the caller
-// resamples its result back onto the source grid and passes the volume of
-// that grid. INVALID_ARGUMENT for sizes, labels or probabilities that do not
-// fit the volume, and for slices whose source is missing from `series` or
-// whose position disagrees with the volume's geometry.
+// carries its result back onto them (LabelMapOnSourceSlices) and passes the
+// volume of those slices (TakeSourceSlices), whose uneven positions
+// (Volume::slice_offsets_mm) each frame keeps. INVALID_ARGUMENT for sizes,
+// labels or probabilities that do not fit the volume, and for slices whose
+// source is missing from `series` or whose position disagrees with the
+// volume's geometry.
 absl::StatusOr<BuiltObject> BuildSegmentation(const Volume& volume, const std::vector<SourceImage>& series,
                                               const SegmentationResult& result, const AlgorithmInfo& algorithm,
                                               const ResultIdentity& identity, const ContentTime& when);

@@ -19,7 +19,8 @@
 //         CONTAINS NUM    Attenuation Coefficient | SUVbw, Derivation Maximum
 //         CONTAINS NUM    Probability (1)
 //         CONTAINS SCOORD3D Center = POINT, source Frame of Reference
-//         CONTAINS TEXT   Qualitative Evaluations = unverified, not a diagnosis
+//         CONTAINS TEXT   Qualitative Evaluations = key slice, resampling if
+//                         any, unverified, not a diagnosis
 
 #include <cmath>
 #include <cstdio>
@@ -87,6 +88,16 @@ absl::Status Num(ContentBuilder& b, const DSRCodedEntryValue& name, double value
   return b.Close();
 }
 
+// A radiologist reading the numbers must know they come from a resampled
+// grid, not from the slices on screen.
+std::string ResampledNote(const Volume& volume) {
+  if (!(volume.resampled_spacing_mm > 0)) return "";
+  char spacing[32];
+  std::snprintf(spacing, sizeof spacing, "%.4g", volume.resampled_spacing_mm);
+  return std::string("; the series' slices are unevenly spaced: the model read it, and these measurements were ") +
+         "made, resampled to uniform " + spacing + " mm slices";
+}
+
 absl::Status AddLesionGroup(ContentBuilder& b, const LesionMeasurement& lesion, const Volume& volume,
                             const SegmentationReference& seg, const std::string& source_series,
                             const std::string& frame_of_reference, const AlgorithmInfo& algorithm,
@@ -143,7 +154,7 @@ absl::Status AddLesionGroup(ContentBuilder& b, const LesionMeasurement& lesion, 
   }));
   RETURN_IF_ERROR(b.Text(T::RT_contains, CODE_UMLS_QualitativeEvaluations,
                          "Key slice " + std::to_string(lesion.key_slice + 1) + " of " +
-                             std::to_string(volume.depth) +
+                             std::to_string(volume.depth) + ResampledNote(volume) +
                              "; unverified algorithm output, not a diagnosis"));
   return b.Close();
 }

@@ -56,9 +56,17 @@ struct LesionOptions {
 };
 
 // The lesions of `result` on `volume`, by segment, then by lesion number.
-// INVALID_ARGUMENT when the label or probability maps do not fit the volume.
+// INVALID_ARGUMENT when the label or probability maps do not fit the volume,
+// or the volume's slices are unevenly spaced (Volume::slice_offsets_mm).
 absl::StatusOr<std::vector<LesionMeasurement>> MeasureLesions(const Volume& volume, const SegmentationResult& result,
                                                               const LesionOptions& options = {});
+
+// The lesions of a resampled volume (measured on its uniform grid, where
+// volumes and centroids are right) made to point at its source slices: each
+// key slice becomes the source slice nearest to it along the normal, an index
+// into TakeSourceSlices' volume, and key_source names that slice. Volume,
+// values, centroid and key_slice_voxels stay as measured on the grid.
+absl::Status KeySlicesOnSourceSlices(const Volume& resampled, std::vector<LesionMeasurement>& lesions);
 
 // The Segmentation the report refers to, as BuildSegmentation returned it.
 struct SegmentationReference {

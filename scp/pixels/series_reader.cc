@@ -475,16 +475,19 @@ absl::StatusOr<std::vector<Volume>> ReadUnguarded(const std::vector<std::string>
     const size_t pixels = size_t{plan.rows} * plan.columns;
     if (plan.resample) {
       v.voxels = ResampleAlongZ(buffers[p], plan.offsets_mm, pixels, plan.depth, plan.spacing_mm[0]);
+      for (size_t i : plan.order) {
+        const SliceGeometry& g = series.frames[i].geometry;
+        v.source_stack.slices.push_back({g.sop_instance_uid, g.frame_number, false});
+      }
+      v.source_stack.offsets_mm = plan.offsets_mm;
+      v.source_stack.voxels = std::move(buffers[p]);
       const double tol = std::max(options.slice_tolerance_mm, options.slice_tolerance * plan.spacing_mm[0]);
-      size_t j = 0;
+      const std::vector<uint32_t> nearest = SourceSliceOfUniform(v);
       for (uint32_t k = 0; k < plan.depth; ++k) {
         const double z = k * plan.spacing_mm[0];
-        while (j + 1 < plan.offsets_mm.size() &&
-               std::abs(plan.offsets_mm[j + 1] - z) <= std::abs(plan.offsets_mm[j] - z)) {
-          ++j;
-        }
-        const SliceGeometry& g = series.frames[plan.order[j]].geometry;
-        v.sources.push_back({g.sop_instance_uid, g.frame_number, std::abs(plan.offsets_mm[j] - z) > tol});
+        SliceSource source = v.source_stack.slices[nearest[k]];
+        source.interpolated = std::abs(plan.offsets_mm[nearest[k]] - z) > tol;
+        v.sources.push_back(source);
       }
     } else {
       v.voxels = std::move(buffers[p]);

@@ -273,12 +273,14 @@ absl::StatusOr<StackPlan> CheckStack(const std::vector<SliceGeometry>& slices, s
     plan.spacing_mm[0] = span / steps;
     plan.resample = true;
   }
-  // Resampling holds the source slices beside the result.
-  const uint64_t voxels = uint64_t{std::max<size_t>(plan.depth, n)} * plan.rows * plan.columns;
+  // A resampled volume keeps its source slices beside the grid: the SEG is
+  // written on them.
+  const uint64_t voxels = uint64_t{plan.resample ? plan.depth + n : n} * plan.rows * plan.columns;
   if (voxels > options.max_voxels) {
     return Refuse(label, "too_large",
-                  N(plan.depth) + " x " + N(plan.rows) + " x " + N(plan.columns) + " voxels exceed the limit of " +
-                      N(options.max_voxels));
+                  N(plan.depth) + " x " + N(plan.rows) + " x " + N(plan.columns) + " voxels" +
+                      (plan.resample ? " and the " + N(n) + " source slices beside them" : "") +
+                      " exceed the limit of " + N(options.max_voxels));
   }
   return plan;
 }
@@ -368,7 +370,9 @@ absl::StatusOr<std::vector<StackPlan>> PlanVolumes(const std::vector<SliceGeomet
   // The split volumes are read at once, so they share the voxel bound.
   auto bounded = [&](std::vector<StackPlan> plans) -> absl::StatusOr<std::vector<StackPlan>> {
     uint64_t voxels = 0;
-    for (const StackPlan& p : plans) voxels += uint64_t{p.depth} * p.rows * p.columns;
+    for (const StackPlan& p : plans) {
+      voxels += uint64_t{p.resample ? p.depth + p.order.size() : p.depth} * p.rows * p.columns;
+    }
     if (voxels > options.max_voxels) {
       return VolumeRefusal("too_large", "the " + N(plans.size()) + " volumes of the series hold " + N(voxels) +
                                             " voxels together, more than the limit of " + N(options.max_voxels));
@@ -387,6 +391,103 @@ absl::StatusOr<std::vector<StackPlan>> PlanVolumes(const std::vector<SliceGeomet
                              std::string(group_failure->message()));
   }
   return whole.status();
+}
+
+std::vector<uint32_t> NearestOffsets(const std::vector<double>& from, const std::vector<double>& to) {
+  std::vector<uint32_t> out;
+  out.reserve(to.size());
+  if (from.empty()) return out;
+  size_t j = 0;
+  for (double z : to) {
+    while (j + 1 < from.size() && from[j + 1] <= z) ++j;
+    size_t best = j;
+    if (j + 1 < from.size() && std::abs(from[j + 1] - z) < std::abs(z - from[j])) best = j + 1;
+    out.push_back(static_cast<uint32_t>(best));
+  }
+  return out;
+}
+
+double SliceOffset(const Volume& volume, uint32_t k) {
+  if (k < volume.slice_offsets_mm.size()) return volume.slice_offsets_mm[k];
+  return k * volume.spacing_mm[0];
+}
+
+Vec3 SlicePosition(const Volume& volume, uint32_t k) {
+  const double offset = SliceOffset(volume, k);
+  return {volume.origin[0] + offset * volume.normal[0], volume.origin[1] + offset * volume.normal[1],
+          volume.origin[2] + offset * volume.normal[2]};
+}
+
+namespace {
+
+std::vector<double> UniformOffsets(const Volume& volume) {
+  std::vector<double> offsets(volume.depth);
+  for (uint32_t k = 0; k < volume.depth; ++k) offsets[k] = k * volume.spacing_mm[0];
+  return offsets;
+}
+
+absl::Status CheckResampled(const Volume& v) {
+  const SourceStack& s = v.source_stack;
+  if (!v.resampled || v.depth == 0 || s.slices.size() < 2 || s.offsets_mm.size() != s.slices.size()) {
+    return absl::InvalidArgumentError("the volume is not resampled from source slices");
+  }
+  if (!std::is_sorted(s.offsets_mm.begin(), s.offsets_mm.end())) {
+    return absl::InvalidArgumentError("the source slices are not in order along the normal");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::vector<uint32_t> UniformSliceOfSources(const Volume& resampled) {
+  return NearestOffsets(UniformOffsets(resampled), resampled.source_stack.offsets_mm);
+}
+
+std::vector<uint32_t> SourceSliceOfUniform(const Volume& resampled) {
+  return NearestOffsets(resampled.source_stack.offsets_mm, UniformOffsets(resampled));
+}
+
+absl::StatusOr<std::vector<uint8_t>> LabelMapOnSourceSlices(const Volume& resampled,
+                                                            const std::vector<uint8_t>& label_map) {
+  RETURN_IF_ERROR(CheckResampled(resampled));
+  const size_t slice = size_t{resampled.rows} * resampled.columns;
+  if (label_map.size() != slice * resampled.depth) {
+    return absl::InvalidArgumentError("the label map does not fit the resampled volume");
+  }
+  const std::vector<uint32_t> nearest = UniformSliceOfSources(resampled);
+  std::vector<uint8_t> out(slice * nearest.size());
+  for (size_t s = 0; s < nearest.size(); ++s) {
+    std::copy_n(label_map.begin() + static_cast<std::ptrdiff_t>(nearest[s] * slice), slice,
+                out.begin() + static_cast<std::ptrdiff_t>(s * slice));
+  }
+  return out;
+}
+
+absl::StatusOr<Volume> TakeSourceSlices(Volume& resampled) {
+  RETURN_IF_ERROR(CheckResampled(resampled));
+  SourceStack& stack = resampled.source_stack;
+  const size_t n = stack.slices.size();
+  if (stack.voxels.size() != n * resampled.rows * resampled.columns) {
+    return absl::InvalidArgumentError("the source slices' voxels do not fit the volume");
+  }
+  Volume v;
+  v.depth = static_cast<uint32_t>(n);
+  v.rows = resampled.rows;
+  v.columns = resampled.columns;
+  v.voxels = std::move(stack.voxels);
+  stack.voxels.clear();
+  v.origin = resampled.origin;
+  v.spacing_mm = resampled.spacing_mm;
+  v.row_direction = resampled.row_direction;
+  v.column_direction = resampled.column_direction;
+  v.normal = resampled.normal;
+  v.sources = stack.slices;
+  v.modality = resampled.modality;
+  v.units = resampled.units;
+  v.stack_label = resampled.stack_label;
+  v.slice_offsets_mm = stack.offsets_mm;
+  v.resampled_spacing_mm = resampled.spacing_mm[0];
+  return v;
 }
 
 std::vector<float> ResampleAlongZ(const std::vector<float>& source, const std::vector<double>& offsets,

@@ -89,10 +89,19 @@ struct StackPlan {
   bool resample = false;
 };
 
+// The series' own slices behind a resampled volume, ascending along the
+// normal: what a SEG must lie on, since the PACS holds these and not the grid.
+struct SourceStack {
+  std::vector<SliceSource> slices;
+  std::vector<double> offsets_mm;  // each slice's distance from the volume's origin along the normal
+  std::vector<float> voxels;       // [slices][rows][columns], the values as read, before resampling
+};
+
 // A float32 volume [depth][rows][columns], slice 0 at the origin and slices
 // ascending along the normal; voxel (k, j, i) lies at
 //   origin + i * spacing_mm[2] * row_direction + j * spacing_mm[1] * column_direction
-//          + k * spacing_mm[0] * normal   (LPS mm).
+//          + SliceOffset(k) * normal   (LPS mm),
+// SliceOffset(k) = k * spacing_mm[0] unless slice_offsets_mm says otherwise.
 struct Volume {
   uint32_t depth = 0;
   uint32_t rows = 0;
@@ -108,7 +117,50 @@ struct Volume {
   std::string units;                 // HU for CT, SUVbw for PET, empty for MR
   std::string stack_label;           // as StackPlan::label
   bool resampled = false;
+  // When resampled: the source slices the grid was interpolated from.
+  SourceStack source_stack;
+  // Each z index's distance from the origin along the normal (mm); empty
+  // when slice k lies at k * spacing_mm[0]. Only the volume of a resampled
+  // read's unevenly spaced source slices (TakeSourceSlices) has them: models
+  // and measurements always get a uniform grid.
+  std::vector<double> slice_offsets_mm;
+  // On that volume of source slices: the uniform slice spacing the model read
+  // and the measurements used, so that results can say so; 0 otherwise.
+  double resampled_spacing_mm = 0;
 };
+
+// Slice k's distance from the origin along the normal, and its position
+// (the first pixel's centre, LPS mm).
+double SliceOffset(const Volume& volume, uint32_t k);
+Vec3 SlicePosition(const Volume& volume, uint32_t k);
+
+// For each of `to`, the index of the nearest of `from` (the lower one on a
+// tie); both ascending.
+std::vector<uint32_t> NearestOffsets(const std::vector<double>& from, const std::vector<double>& to);
+
+// For a resampled volume: the uniform slice nearest to each source slice
+// along the normal (the lower one on a tie), indexed like source_stack.
+std::vector<uint32_t> UniformSliceOfSources(const Volume& resampled);
+// For a resampled volume: the source slice nearest to each uniform slice (the
+// one sources[k] names), an index into source_stack.
+std::vector<uint32_t> SourceSliceOfUniform(const Volume& resampled);
+
+// A label map on a resampled volume's uniform grid, carried back onto its
+// source slices: each source slice takes the labels of the uniform slice
+// nearest to it along the normal. Labels are categories, so nothing is
+// interpolated. INVALID_ARGUMENT when the volume is not resampled or the map
+// does not fit it.
+absl::StatusOr<std::vector<uint8_t>> LabelMapOnSourceSlices(const Volume& resampled,
+                                                            const std::vector<uint8_t>& label_map);
+
+// The source slices of a resampled volume as a volume of their own, with
+// their true positions (slice_offsets_mm), the values as read, and
+// resampled_spacing_mm set; its spacing_mm[0] stays the uniform spacing, the
+// nominal thickness of a slice. The SEG, the key-slice captures and the
+// report's references to slices are written on it. Moves the source voxels
+// out of `resampled`. INVALID_ARGUMENT when `resampled` is not resampled or
+// its source stack is inconsistent.
+absl::StatusOr<Volume> TakeSourceSlices(Volume& resampled);
 
 // A refusal: FAILED_PRECONDITION whose message is a sentence for a
 // radiologist and whose payload is a machine code such as "missing_slices".

@@ -10,7 +10,7 @@ namespace {
 // one.
 constexpr char kLoadRead[] = R"SQL(
 SELECT r.state, r.study_ref, st.study_instance_uid, r.rule_name, r.model_name, r.model_version, r.mode,
-       r.priority, extract(epoch FROM r.triggered_at)::float8, r.trigger, r.generation
+       r.priority, extract(epoch FROM r.triggered_at)::float8, r.trigger, r.generation, r.resample
 FROM reads r JOIN studies st ON st.id = r.study_ref
 WHERE r.id = $1 AND r.input = $2
 FOR UPDATE OF r
@@ -166,6 +166,7 @@ absl::StatusOr<LoadedRead> ReadStore::Start(const Job& job, int64_t read_id) {
     read.triggered_at = r[0][8].as<double>();
     read.trigger = r[0][9].as<std::string>();
     read.generation = r[0][10].as<int>();
+    read.resample = r[0][11].as<bool>();
     if (Finished(read.state)) {
       // Finished by an earlier attempt whose completion was lost.
       JobQueue::CompleteInTx(tx, job);

@@ -40,6 +40,9 @@ struct ReadRow {
   double triggered_at = 0;
   std::string trigger;
   int generation = 1;
+  // A volume read whose rule lets an unevenly spaced series be resampled
+  // (series.resample), fixed when the read was recorded.
+  bool resample = false;
 };
 
 struct SourceRow {

@@ -51,6 +51,7 @@ absl::Status Invalid(const RoutingRule& rule, const std::string& problem) {
 absl::Status ValidateSeries(const RoutingRule& rule) {
   const SeriesCriteria& s = rule.series;
   if (rule.input == ReadInput::kImage) {
+    if (s.resample) return Invalid(rule, "series.resample needs input: volume");
     if (!s.Empty()) return Invalid(rule, "series criteria need input: volume");
     return absl::OkStatus();
   }
@@ -214,6 +215,7 @@ std::vector<VolumeReadRequest> PlanVolumeReads(const RoutingRule& rule, const st
       r.model = m;
       r.priority = rule.priority;
       r.mode = rule.mode;
+      r.resample = rule.series.resample;
       out.push_back(std::move(r));
     }
   }

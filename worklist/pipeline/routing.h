@@ -73,10 +73,14 @@ struct SeriesCriteria {
   std::vector<std::string> image_types;
   // true: every object is multi-frame; false: none is.
   std::optional<bool> multiframe;
+  // Not a criterion but how a matching series is read: one whose slices are
+  // unevenly spaced is resampled onto a uniform grid instead of refused
+  // (series.resample).
+  bool resample = false;
 
   bool Empty() const {
     return min_slices == 0 && max_slices == 0 && !slice_thickness_lo_mm && !slice_thickness_hi_mm &&
-           orientations.empty() && image_types.empty() && !multiframe;
+           orientations.empty() && image_types.empty() && !multiframe && !resample;
   }
 };
 
@@ -153,6 +157,7 @@ struct VolumeReadRequest {
   ModelRef model;
   int priority = 1;
   ReadMode mode = ReadMode::kClinical;
+  bool resample = false;  // the rule's series.resample, kept on the read
   std::string queue = kVolumeQueue;
 };
 

@@ -159,8 +159,8 @@ ORDER BY se.series_number NULLS LAST, se.id
 // never sees it).
 constexpr char kInsertVolumeRead[] = R"SQL(
 INSERT INTO reads (read_key, study_ref, candidate_ref, rule_name, model_name, model_version, mode, priority,
-                   trigger, generation, last_instance_at, input, series_ref)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, to_timestamp($11), 'volume', $12)
+                   trigger, generation, last_instance_at, input, series_ref, resample)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, to_timestamp($11), 'volume', $12, $13)
 ON CONFLICT ON CONSTRAINT reads_key DO NOTHING
 RETURNING id
 )SQL";
@@ -402,7 +402,7 @@ absl::StatusOr<StudyTracker::CycleResult> StudyTracker::RunOnce() {
                             std::to_string(v.model.version) + ":g" + std::to_string(generation);
           auto rows = tx.exec_params(kInsertVolumeRead, key, study, cand_id, rule.name, v.model.name, v.model.version,
                                      std::string(ModeName(v.mode)), v.priority, reason, generation, last_at,
-                                     v.series_id);
+                                     v.series_id, v.resample);
           if (rows.empty()) continue;
           const int64_t read_id = rows[0][0].as<int64_t>();
           tx.exec_params(kVolumeReadInstances, read_id, cand_id, v.series_id);

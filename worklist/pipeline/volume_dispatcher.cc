@@ -30,11 +30,14 @@ std::string Trimmed(std::string s) {
 // volume is refused with its reason, for good: a retry reads the same files.
 // A series that splits into several stacks (echoes, time points) is refused
 // too, since one SEG cannot lie on two grids; a routing rule picks series.
+// Unevenly spaced slices are resampled onto a uniform grid only when the
+// read's rule says so (series.resample); otherwise the planner refuses them.
 absl::StatusOr<scp::Volume> Assemble(const scp::Spool& spool, const std::vector<SourceRow>& sources,
-                                     const scp::VolumeOptions& options, std::optional<StageError>* error) {
+                                     scp::VolumeOptions options, bool resample, std::optional<StageError>* error) {
   std::vector<std::string> paths;
   paths.reserve(sources.size());
   for (const auto& s : sources) paths.push_back(spool.PathFor(s.spool_name));
+  options.allow_resample = resample;
   auto volumes = scp::ReadSeriesVolumes(paths, options);
   if (!volumes.ok()) {
     const bool refused = !scp::RefusalCode(volumes.status()).empty() ||
@@ -49,14 +52,7 @@ absl::StatusOr<scp::Volume> Assemble(const scp::Spool& spool, const std::vector<
     *error = Permanently(st);
     return st;
   }
-  scp::Volume v = std::move(volumes->front());
-  if (v.resampled) {
-    absl::Status st = scp::VolumeRefusal(
-        "uneven_spacing", "The series' slices are unevenly spaced; its segmentation could not lie on the source slices.");
-    *error = Permanently(st);
-    return st;
-  }
-  return v;
+  return std::move(volumes->front());
 }
 
 // Stage: the volume to the worker and its label map back, on the source grid.
@@ -143,7 +139,7 @@ struct VolumeResults {
 // Stage: lesions measured on the label map, and the SEG, the TID 1500 report
 // and one key-slice capture per slice that is some lesion's key slice.
 absl::StatusOr<VolumeResults> BuildVolumeObjects(const ReadRow& read, const pb::ModelDescription& model,
-                                                 const scp::Volume& volume, const std::vector<SourceRow>& sources,
+                                                 scp::Volume& volume, const std::vector<SourceRow>& sources,
                                                  const scp::Spool& spool, VolumeAnswer& answer,
                                                  const std::vector<PriorObject>& prior,
                                                  const std::string& software_version) {
@@ -180,7 +176,19 @@ absl::StatusOr<VolumeResults> BuildVolumeObjects(const ReadRow& read, const pb::
     auto it = summary.find(l.name());
     lesion_options.segment_probabilities.push_back(it == summary.end() ? 0.0 : it->second->max_probability());
   }
+  // Measured on the grid the model read: uniform, so voxel volumes and
+  // centroids are right even where the source slices are not.
   ASSIGN_OR_RETURN(std::vector<scp::LesionMeasurement> lesions, scp::MeasureLesions(volume, result, lesion_options));
+
+  // Everything written lies on the source slices, the images the PACS holds:
+  // a resampled read carries its label map and key slices back onto them.
+  std::optional<scp::Volume> source_slices;
+  if (volume.resampled) {
+    ASSIGN_OR_RETURN(result.label_map, scp::LabelMapOnSourceSlices(volume, result.label_map));
+    RETURN_IF_ERROR(scp::KeySlicesOnSourceSlices(volume, lesions));
+    ASSIGN_OR_RETURN(source_slices, scp::TakeSourceSlices(volume));
+  }
+  const scp::Volume& slices = source_slices ? *source_slices : volume;
 
   VolumeResults out;
   out.lesions = lesions.size();
@@ -198,7 +206,7 @@ absl::StatusOr<VolumeResults> BuildVolumeObjects(const ReadRow& read, const pb::
       if (m.segment_number == k + 1 && (!largest || m.voxel_count > largest->voxel_count)) largest = &m;
     }
     f.above_threshold = f.score >= f.threshold && largest != nullptr;
-    const scp::SliceSource& where = largest ? largest->key_source : volume.sources.front();
+    const scp::SliceSource& where = largest ? largest->key_source : slices.sources.front();
     auto src = by_uid.find(where.sop_instance_uid);
     if (src == by_uid.end()) return absl::InternalError("a volume slice has no source row");
     if (f.above_threshold) out.flagged = true;
@@ -211,16 +219,16 @@ absl::StatusOr<VolumeResults> BuildVolumeObjects(const ReadRow& read, const pb::
 
   // The SEG, then the report that points at its segments.
   scp::ResultIdentity seg_id;
-  seg_id.sop_instance_uid = scp::ReadSegUid(identity, volume);
+  seg_id.sop_instance_uid = scp::ReadSegUid(identity, slices);
   seg_id.series_instance_uid = scp::ReadSeriesUid(identity, "seg");
   seg_id.series_number = scp::kSegmentationSeriesNumber;
   seg_id.instance_number = read.generation;
-  ASSIGN_OR_RETURN(scp::BuiltObject seg, scp::BuildSegmentation(volume, series, result, algorithm, seg_id, when));
+  ASSIGN_OR_RETURN(scp::BuiltObject seg, scp::BuildSegmentation(slices, series, result, algorithm, seg_id, when));
   scp::SegmentationReference seg_ref{seg.sop_class_uid, seg.sop_instance_uid, seg.series_instance_uid,
                                      result.segments};
 
   std::vector<scp::ImageKey> keys;
-  for (const auto& s : volume.sources) keys.push_back({s.sop_instance_uid, s.frame_number});
+  for (const auto& s : slices.sources) keys.push_back({s.sop_instance_uid, s.frame_number});
   scp::ResultIdentity sr_id;
   sr_id.sop_instance_uid = scp::ReadSrUid(identity, keys);
   sr_id.series_instance_uid = scp::ReadSeriesUid(identity, "sr");
@@ -233,7 +241,7 @@ absl::StatusOr<VolumeResults> BuildVolumeObjects(const ReadRow& read, const pb::
       sr_id.predecessors.push_back(p.object);
       break;
     }
-    ASSIGN_OR_RETURN(scp::BuiltObject sr, scp::BuildVolumetricReport(volume, series, lesions, seg_ref, algorithm,
+    ASSIGN_OR_RETURN(scp::BuiltObject sr, scp::BuildVolumetricReport(slices, series, lesions, seg_ref, algorithm,
                                                                      sr_id, when));
     out.built.push_back({"sr", std::move(sr), 0});
   }
@@ -243,14 +251,14 @@ absl::StatusOr<VolumeResults> BuildVolumeObjects(const ReadRow& read, const pb::
   int sc_number = 0;
   for (uint32_t z : key_slices) {
     ++sc_number;
-    const scp::SliceSource& where = volume.sources[z];
+    const scp::SliceSource& where = slices.sources[z];
     scp::ResultIdentity sc_id;
     sc_id.sop_instance_uid = scp::ReadScUid(identity, {where.sop_instance_uid, where.frame_number});
     sc_id.series_instance_uid = scp::ReadSeriesUid(identity, "sc");
     sc_id.series_number = kScSeriesNumber;
     sc_id.instance_number = sc_number;
     if (held.count(sc_id.sop_instance_uid)) continue;
-    ASSIGN_OR_RETURN(scp::BuiltObject sc, scp::BuildKeySliceCapture(volume, series, result, lesions, z, algorithm,
+    ASSIGN_OR_RETURN(scp::BuiltObject sc, scp::BuildKeySliceCapture(slices, series, result, lesions, z, algorithm,
                                                                     sc_id, when, lesion_options));
     auto src = by_uid.find(where.sop_instance_uid);
     out.built.push_back({"sc", std::move(sc), src == by_uid.end() ? 0 : src->second->instance_id});
@@ -335,7 +343,7 @@ void VolumeDispatcher::Process(Lease& lease) {
   if (!lease.Check().ok()) return lost("assemble");
   std::optional<StageError> error;
   const auto t_assemble = Steady::now();
-  auto volume = Assemble(*spool_, sources, options_.volume, &error);
+  auto volume = Assemble(*spool_, sources, options_.volume, read.resample, &error);
   if (!volume.ok()) return fail(*error);
   const double assemble_ms = Milliseconds(Steady::now() - t_assemble);
 
@@ -391,6 +399,7 @@ void VolumeDispatcher::Process(Lease& lease) {
                               {"model", model->name()},
                               {"model_version", model->version()},
                               {"slices", volume->depth},
+                              {"resampled", volume->resampled},
                               {"lesions", built->lesions},
                               {"objects", objects->size()},
                               {"flagged", built->flagged},

@@ -614,6 +614,71 @@ TEST_F(SegmentationTest, RefusesResampledVolume) {
   EXPECT_EQ(RefusalCode(Build(uniform, r).status()), "resampled_volume");
 }
 
+// An unevenly spaced series read through a uniform grid: the label map goes
+// back onto the source slices, and every frame lies exactly at its source
+// instance's position, 2.5 mm apart in the first half and 3 mm in the second,
+// holding the labels of the grid slice nearest to it (computed here from the
+// source files' positions, not by the code under test).
+TEST_F(SegmentationTest, UnevenlySpacedSourcesKeepTheirOwnPositions) {
+  options_.allow_resample = true;
+  Volume grid = Generate("uneven",
+                         "--modality CT --layout single --orientation oblique --pixel-spacing 0.8,0.6 "
+                         "--defect nonuniform --slices 12 --shuffle");
+  ASSERT_TRUE(grid.resampled);
+  ASSERT_EQ(grid.depth, 13u);
+  ASSERT_NEAR(grid.spacing_mm[0], 2.5, 1e-9);
+  const std::vector<uint8_t> grid_labels = LabelMap(grid);
+  SegmentationResult r = TwoSegments();
+  auto on_sources = LabelMapOnSourceSlices(grid, grid_labels);
+  ASSERT_TRUE(on_sources.ok()) << on_sources.status();
+  r.label_map = *on_sources;
+  auto taken = TakeSourceSlices(grid);
+  ASSERT_TRUE(taken.ok()) << taken.status();
+  const Volume& v = *taken;
+  ASSERT_EQ(v.depth, 12u);
+
+  // The grid slice nearest each source slice, from the file's position.
+  std::vector<uint32_t> nearest(v.depth);
+  std::set<long> gaps;
+  double previous = 0;
+  for (uint32_t k = 0; k < v.depth; ++k) {
+    const std::vector<double> at = SourcePosition(by_uid_[v.sources[k].sop_instance_uid].path, 0);
+    ASSERT_EQ(at.size(), 3u);
+    double along = 0;
+    for (int a = 0; a < 3; ++a) along += (at[a] - v.origin[a]) * v.normal[a];
+    nearest[k] = static_cast<uint32_t>(std::lround(along / 2.5));
+    if (k > 0) gaps.insert(std::lround(10 * (along - previous)));
+    previous = along;
+  }
+  EXPECT_EQ(gaps, (std::set<long>{25, 30})) << "the sources are not unevenly spaced";
+  EXPECT_EQ(nearest[8], 8u);   // 21 mm
+  EXPECT_EQ(nearest[9], 10u);  // 24 mm: grid slice 9 (22.5 mm) belongs to no source slice
+
+  auto seg = Build(v, r);
+  ASSERT_TRUE(seg.ok()) << seg.status();
+  const size_t slice = size_t{v.rows} * v.columns;
+  Verify(
+      *seg, v, "uneven",
+      [&](uint16_t s, uint32_t k, size_t p) { return grid_labels[nearest[k] * slice + p] == s ? 1 : 0; },
+      NonEmptyFrames(v, r.label_map, 2));
+  // No one spacing between slices is true of these.
+  ParsedSeg parsed;
+  ASSERT_TRUE(Parse(seg->part10, parsed));
+  DcmItem* shared = Child(*parsed.file.getDataset(), DCM_SharedFunctionalGroupsSequence);
+  ASSERT_NE(shared, nullptr);
+  DcmItem* measures = Child(*shared, DCM_PixelMeasuresSequence);
+  ASSERT_NE(measures, nullptr);
+  EXPECT_FALSE(measures->tagExists(DCM_SpacingBetweenSlices));
+  EXPECT_NEAR(std::atof(Get(*measures, DCM_SliceThickness).c_str()), 2.5, 1e-6);
+
+  // Offsets that do not describe the sources are refused.
+  Volume moved = v;
+  moved.slice_offsets_mm[9] += 0.5;
+  EXPECT_EQ(Build(moved, r).status().code(), absl::StatusCode::kInvalidArgument);
+  moved.slice_offsets_mm.pop_back();
+  EXPECT_EQ(Build(moved, r).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 // A volume whose geometry does not describe its sources is refused rather
 // than written in the wrong place.
 TEST_F(SegmentationTest, RefusesVolumeThatDisagreesWithSources) {

@@ -525,6 +525,109 @@ TEST_F(VolumetricResultsTest, EnhancedMrSphereHasNoValues) {
   RunSphere(v, "", [](uint32_t, uint32_t, uint32_t, bool) { return 0.0; });
 }
 
+// An unevenly spaced CT (2.5 mm gaps, then 3 mm from 15 mm on) with a sphere
+// centred at 20 mm along the normal, where the gaps are 3 mm. The model's
+// grid is uniform (2.5 mm) and the lesion is measured there; the key slice
+// moves to the nearest source slice, and the SR and the capture are written
+// on the source slices and say that the series was resampled.
+TEST_F(VolumetricResultsTest, ResampledCtMeasuredOnTheGridReportedOnTheSourceSlices) {
+  options_.allow_resample = true;
+  Volume grid = Generate("uneven",
+                         "--modality CT --layout single --orientation axial --defect nonuniform --rows 28 "
+                         "--columns 36 --slices 12 --pixel-spacing 0.8,0.6 --spacing 2.5 --seed 7",
+                         {14.5, 12.5, 8.0}, 6.0, 1500);
+  ASSERT_TRUE(grid.resampled);
+  ASSERT_EQ(grid.depth, 13u);
+  // What a thresholding model answers on the grid: every voxel above 500 HU.
+  SegmentationResult result;
+  result.segments = {AbnormalStructureSegment("Nodule", segmentation_codes::kNodule)};
+  result.label_map.resize(grid.voxels.size());
+  for (size_t p = 0; p < grid.voxels.size(); ++p) result.label_map[p] = grid.voxels[p] > 500 ? 1 : 0;
+  LesionOptions options;
+  options.segment_probabilities = {0.875};
+  auto lesions = MeasureLesions(grid, result, options);
+  ASSERT_TRUE(lesions.ok()) << lesions.status();
+  ASSERT_EQ(lesions->size(), 1u);
+  const double sphere = 4.0 / 3.0 * kPi * radius_ * radius_ * radius_;
+  EXPECT_NEAR((*lesions)[0].volume_mm3, sphere, 0.15 * sphere);
+  Vec3 d;
+  for (int a = 0; a < 3; ++a) d[a] = (*lesions)[0].centroid_mm[a] - centre_[a];
+  EXPECT_LE(std::sqrt(Dot(d, d)), 0.5) << "the centroid is off the sphere's centre";
+  const uint32_t grid_key = (*lesions)[0].key_slice;
+  EXPECT_EQ(grid_key, 8u);  // 20 mm
+
+  ASSERT_TRUE(KeySlicesOnSourceSlices(grid, *lesions).ok());
+  const LesionMeasurement& lesion = (*lesions)[0];
+  // Grid slice 8 (20 mm) lies between sources at 18 and 21 mm: 21 mm is source 8.
+  EXPECT_EQ(lesion.key_slice, 8u);
+  EXPECT_EQ(lesion.key_source.sop_instance_uid, grid.source_stack.slices[8].sop_instance_uid);
+  EXPECT_FALSE(lesion.key_source.interpolated);
+
+  auto labels = LabelMapOnSourceSlices(grid, result.label_map);
+  ASSERT_TRUE(labels.ok());
+  auto taken = TakeSourceSlices(grid);
+  ASSERT_TRUE(taken.ok());
+  const Volume& v = *taken;
+  result.label_map = *labels;
+  EXPECT_EQ(MeasureLesions(v, result, options).status().code(), absl::StatusCode::kInvalidArgument)
+      << "measured on unevenly spaced slices";
+
+  ResultIdentity seg_identity;
+  seg_identity.sop_instance_uid = ReadSegUid(read_, v);
+  seg_identity.series_instance_uid = ReadSeriesUid(read_, "seg");
+  seg_identity.series_number = kSegmentationSeriesNumber;
+  auto seg = BuildSegmentation(v, series_, result, algorithm_, seg_identity, when_);
+  ASSERT_TRUE(seg.ok()) << seg.status();
+  ExpectValid(*seg, "seg");
+  ResultIdentity identity;
+  identity.sop_instance_uid = ReadSrUid(read_, Images(v));
+  identity.series_instance_uid = ReadSeriesUid(read_, "sr");
+  identity.series_number = 9901;
+  SegmentationReference reference{seg->sop_class_uid, seg->sop_instance_uid, seg->series_instance_uid,
+                                  result.segments};
+  auto sr = BuildVolumetricReport(v, series_, *lesions, reference, algorithm_, identity, when_);
+  ASSERT_TRUE(sr.ok()) << sr.status();
+  ExpectValid(*sr, "sr");
+  DcmFileFormat sr_file;
+  ASSERT_TRUE(ParsePart10(sr->part10, sr_file));
+  std::vector<DcmItem*> items;
+  Walk(*sr_file.getDataset(), items);
+  std::string evaluation;
+  size_t images = 0;
+  for (DcmItem* item : items) {
+    if (Meaning(*item) == "Qualitative Evaluations") evaluation = Get(*item, DCM_TextValue);
+    if (Get(*item, DCM_ValueType) == "IMAGE" && Meaning(*item) != "Referenced Segment") ++images;
+  }
+  EXPECT_EQ(evaluation,
+            "Key slice 9 of 12; the series' slices are unevenly spaced: the model read it, and these measurements "
+            "were made, resampled to uniform 2.5 mm slices; unverified algorithm output, not a diagnosis");
+  EXPECT_EQ(images, 12u) << "the image library lists the source slices";
+
+  ResultIdentity sc_identity;
+  sc_identity.sop_instance_uid = ReadScUid(read_, {lesion.key_source.sop_instance_uid, 0});
+  sc_identity.series_instance_uid = ReadSeriesUid(read_, "sc");
+  sc_identity.series_number = 9902;
+  auto sc = BuildKeySliceCapture(v, series_, result, *lesions, lesion.key_slice, algorithm_, sc_identity, when_);
+  ASSERT_TRUE(sc.ok()) << sc.status();
+  ExpectValid(*sc, "sc");
+  DcmFileFormat sc_file;
+  ASSERT_TRUE(ParsePart10(sc->part10, sc_file));
+  DcmItem* source = Child(*sc_file.getDataset(), DCM_SourceImageSequence);
+  ASSERT_NE(source, nullptr);
+  EXPECT_EQ(Get(*source, DCM_ReferencedSOPInstanceUID), lesion.key_source.sop_instance_uid);
+  // The banner has a line more than it would for evenly spaced slices: the
+  // note that the series was resampled.
+  Volume unnoted = v;
+  unnoted.resampled_spacing_mm = 0;
+  auto plain = BuildKeySliceCapture(unnoted, series_, result, *lesions, lesion.key_slice, algorithm_, sc_identity,
+                                    when_);
+  ASSERT_TRUE(plain.ok());
+  DcmFileFormat plain_file;
+  ASSERT_TRUE(ParsePart10(plain->part10, plain_file));
+  EXPECT_GT(std::atoi(Get(*sc_file.getDataset(), DCM_Rows).c_str()),
+            std::atoi(Get(*plain_file.getDataset(), DCM_Rows).c_str()));
+}
+
 // Many lesions on one key slice: the banner lists eight and says how many
 // more there are, rather than growing over every lesion.
 TEST_F(VolumetricResultsTest, KeySliceBannerListsAtMostEightLesions) {

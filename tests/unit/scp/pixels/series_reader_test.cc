@@ -376,6 +376,42 @@ TEST_F(SeriesReaderTest, NonUniformSpacingResampledWhenAllowed) {
   }
   EXPECT_GT(interpolated, 0u);
   EXPECT_EQ(v.sources[0].sop_instance_uid, m["volumes"][0]["sources"][0]["sop_instance_uid"].get<std::string>());
+
+  // The source slices stay beside the grid, in order along the normal, at
+  // their own offsets and with their own values, for the SEG.
+  const json& truth = m["volumes"][0]["sources"];
+  const SourceStack& stack = v.source_stack;
+  ASSERT_EQ(stack.slices.size(), truth.size());
+  ASSERT_EQ(stack.offsets_mm.size(), truth.size());
+  ASSERT_EQ(stack.voxels.size(), truth.size() * v.rows * v.columns);
+  for (size_t s = 0; s < truth.size(); ++s) {
+    EXPECT_EQ(stack.slices[s].sop_instance_uid, truth[s]["sop_instance_uid"].get<std::string>()) << s;
+    EXPECT_FALSE(stack.slices[s].interpolated);
+    const double z = truth[s]["offset_mm"];
+    EXPECT_NEAR(stack.offsets_mm[s], z, 1e-6) << s;
+    EXPECT_NEAR(stack.voxels[(s * v.rows + 2) * v.columns + 3], Expected(m, z, 0, 2, 3, 0), 1e-3) << s;
+  }
+  // Each grid slice names the source slice nearest to it.
+  for (uint32_t k = 0; k < v.depth; ++k) {
+    size_t nearest = 0;
+    for (size_t s = 1; s < truth.size(); ++s) {
+      if (std::abs(truth[s]["offset_mm"].get<double>() - k * 2.5) <
+          std::abs(truth[nearest]["offset_mm"].get<double>() - k * 2.5)) {
+        nearest = s;
+      }
+    }
+    EXPECT_EQ(v.sources[k].sop_instance_uid, truth[nearest]["sop_instance_uid"].get<std::string>()) << k;
+  }
+}
+
+// Resampling evens out spacing, never fills a gap: a missing slice is still
+// refused with its reason when resampling is allowed.
+TEST_F(SeriesReaderTest, MissingSliceIsRefusedEvenWhenResamplingIsAllowed) {
+  Generate("gap", "--modality CT --defect gap --slices 12");
+  options_.allow_resample = true;
+  auto volumes = Read();
+  ASSERT_FALSE(volumes.ok());
+  EXPECT_EQ(RefusalCode(volumes.status()), "missing_slices") << volumes.status();
 }
 
 TEST_F(SeriesReaderTest, TwoAcquisitionsBecomeTwoVolumes) {

@@ -384,5 +384,96 @@ TEST(ResampleAlongZTest, InterpolatesLinearlyBetweenTheNeighbouringSlices) {
   for (size_t i = 0; i < out.size(); ++i) EXPECT_NEAR(out[i], expected[i], 1e-4) << i;
 }
 
+// A resampled volume as the reader leaves it: `depth` uniform slices
+// `spacing` apart over source slices at `offsets` mm along the normal, source
+// slice s holding 100 + s in every voxel.
+Volume Resampled(const std::vector<double>& offsets, uint32_t depth, double spacing) {
+  Volume v;
+  v.depth = depth;
+  v.rows = 2;
+  v.columns = 3;
+  v.spacing_mm = {spacing, 0.8, 0.6};
+  v.origin = {-10, 20, 30};
+  v.row_direction = {0.6, 0.8, 0};
+  v.column_direction = {-0.48, 0.36, -0.8};
+  v.normal = CrossOf(v.row_direction, v.column_direction);
+  v.modality = "CT";
+  v.units = "HU";
+  v.resampled = true;
+  v.voxels.assign(size_t{depth} * 6, 0.0f);
+  for (uint32_t k = 0; k < depth; ++k) v.sources.push_back({"grid", 0, true});
+  for (size_t s = 0; s < offsets.size(); ++s) {
+    v.source_stack.slices.push_back({"1.2.3." + std::to_string(s + 1), 0, false});
+    v.source_stack.offsets_mm.push_back(offsets[s]);
+    for (int p = 0; p < 6; ++p) v.source_stack.voxels.push_back(100.0f + static_cast<float>(s));
+  }
+  return v;
+}
+
+// Gaps of 2.5 mm then 3.0 mm, as gen_series.py --defect nonuniform writes
+// them: on the 2.5 mm grid, source 18 mm is nearest grid slice 7 (17.5 mm), 21
+// mm slice 8 (20 mm), 24 mm slice 10 (25 mm): grid slice 9 (22.5 mm) lies on
+// no source slice and no source slice takes it.
+const std::vector<double> kUneven{0, 2.5, 5, 7.5, 10, 12.5, 15, 18, 21, 24, 27, 30};
+
+TEST(SourceSlicesTest, EachSourceSliceTakesTheLabelsOfTheNearestGridSlice) {
+  const Volume v = Resampled(kUneven, 13, 2.5);
+  EXPECT_EQ(UniformSliceOfSources(v), (std::vector<uint32_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12}));
+  // 22.5 mm lies halfway between 21 and 24 mm: the lower one.
+  EXPECT_EQ(SourceSliceOfUniform(v), (std::vector<uint32_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 8, 9, 10, 11}));
+  // Grid slice k holds k + 1 on its even pixels and 0 on its odd ones.
+  std::vector<uint8_t> grid(size_t{v.depth} * 6, 0);
+  for (uint32_t k = 0; k < v.depth; ++k)
+    for (int p = 0; p < 6; p += 2) grid[k * 6 + p] = static_cast<uint8_t>(k + 1);
+  auto labels = LabelMapOnSourceSlices(v, grid);
+  ASSERT_TRUE(labels.ok()) << labels.status();
+  ASSERT_EQ(labels->size(), kUneven.size() * 6);
+  for (size_t s = 0; s < kUneven.size(); ++s) {
+    const int nearest = static_cast<int>(std::lround(kUneven[s] / 2.5));  // no tie among these
+    for (int p = 0; p < 6; ++p) EXPECT_EQ((*labels)[s * 6 + p], p % 2 == 0 ? nearest + 1 : 0) << s << " " << p;
+  }
+  // A source slice halfway between two grid slices takes the lower one.
+  const Volume tie = Resampled({0, 3, 4}, 3, 2);
+  EXPECT_EQ(UniformSliceOfSources(tie), (std::vector<uint32_t>{0, 1, 2}));
+}
+
+TEST(SourceSlicesTest, RefusesWhatIsNotAResampledVolumeOrAMapThatDoesNotFit) {
+  Volume v = Resampled(kUneven, 13, 2.5);
+  EXPECT_EQ(LabelMapOnSourceSlices(v, std::vector<uint8_t>(12 * 6)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  v.resampled = false;
+  EXPECT_EQ(LabelMapOnSourceSlices(v, std::vector<uint8_t>(13 * 6)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(TakeSourceSlices(v).status().code(), absl::StatusCode::kInvalidArgument);
+  Volume short_voxels = Resampled(kUneven, 13, 2.5);
+  short_voxels.source_stack.voxels.pop_back();
+  EXPECT_EQ(TakeSourceSlices(short_voxels).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(SourceSlicesTest, TheSourceSlicesBecomeAVolumeAtTheirTruePositions) {
+  Volume grid = Resampled(kUneven, 13, 2.5);
+  auto taken = TakeSourceSlices(grid);
+  ASSERT_TRUE(taken.ok()) << taken.status();
+  const Volume& v = *taken;
+  EXPECT_FALSE(v.resampled);
+  EXPECT_EQ(v.depth, kUneven.size());
+  EXPECT_EQ(v.slice_offsets_mm, kUneven);
+  EXPECT_DOUBLE_EQ(v.resampled_spacing_mm, 2.5);
+  EXPECT_DOUBLE_EQ(v.spacing_mm[0], 2.5);
+  ASSERT_EQ(v.sources.size(), kUneven.size());
+  ASSERT_EQ(v.voxels.size(), kUneven.size() * 6);
+  for (uint32_t s = 0; s < v.depth; ++s) {
+    EXPECT_EQ(v.sources[s].sop_instance_uid, "1.2.3." + std::to_string(s + 1));
+    EXPECT_FALSE(v.sources[s].interpolated);
+    EXPECT_EQ(v.voxels[s * 6 + 5], 100.0f + static_cast<float>(s));
+    EXPECT_DOUBLE_EQ(SliceOffset(v, s), kUneven[s]);
+    const Vec3 at = SlicePosition(v, s);
+    for (int a = 0; a < 3; ++a) EXPECT_NEAR(at[a], v.origin[a] + kUneven[s] * v.normal[a], 1e-12);
+  }
+  EXPECT_TRUE(grid.source_stack.voxels.empty()) << "the source voxels are moved, not copied";
+  // A uniform volume's slices lie at k times the spacing.
+  EXPECT_DOUBLE_EQ(SliceOffset(grid, 9), 22.5);
+}
+
 }  // namespace
 }  // namespace secondread::scp

@@ -256,6 +256,27 @@ TEST_F(ReadStoreTest, TheTwoDimensionalPathNeverTakesAVolumeRead) {
             "queued - true");
 }
 
+// A volume read keeps its rule's series.resample (migration 0010): the volume
+// dispatcher reads it from the row, and only a volume read may carry it.
+TEST_F(ReadStoreTest, AVolumeReadCarriesItsResampleFlag) {
+  const int64_t read = MakeRead();
+  const std::string id = std::to_string(read);
+  EXPECT_THROW(Sql("UPDATE reads SET resample = true WHERE id = " + id), pqxx::check_violation);
+  Sql("UPDATE reads SET input = 'volume', series_ref = (SELECT series_ref FROM instances WHERE id = " +
+      std::to_string(instance_) + ") WHERE id = " + id);
+  ReadStore volumes(pool_.get(), queue_.get(), ReadStoreOptions{{"pacs"}, 3, "volume"});
+  Enqueue(read, 3);
+  Job job = Claim();
+  auto loaded = volumes.Start(job, read);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  ASSERT_TRUE(loaded->found);
+  EXPECT_FALSE(loaded->read.resample);
+  Sql("UPDATE reads SET resample = true WHERE id = " + id);
+  loaded = volumes.Start(job, read);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_TRUE(loaded->read.resample);
+}
+
 TEST_F(ReadStoreTest, RetryAndLastFailureMoveTheReadOnlyFromRunning) {
   const int64_t read = MakeRead();
   Enqueue(read, 2);

@@ -345,6 +345,31 @@ TEST(SeriesMatchTest, PlanIsOneVolumeReadPerMatchingSeriesAndModel) {
   EXPECT_STREQ(InputName(ReadInput::kImage), "image");
 }
 
+// series.resample is no criterion: it matches what the rule matches without
+// it, and every read the rule plans carries it to the volume dispatcher.
+TEST(SeriesMatchTest, ResampleTravelsOnEveryVolumeReadAndOnlyVolumeRulesTakeIt) {
+  RoutingRule plain = Validated(VolumeRule());
+  RoutingRule resampling = VolumeRule();
+  resampling.series.resample = true;
+  resampling.models = {{"a", 0}, {"b", 3}};
+  resampling = Validated(resampling);
+  const SeriesFacts axial = AxialSeries();
+  EXPECT_EQ(MatchesSeries(resampling, axial), MatchesSeries(plain, axial));
+  const auto with = PlanVolumeReads(resampling, {axial});
+  ASSERT_EQ(with.size(), 2u);
+  for (const auto& r : with) EXPECT_TRUE(r.resample) << r.model.name;
+  const auto without = PlanVolumeReads(plain, {axial});
+  ASSERT_EQ(without.size(), 1u);
+  EXPECT_FALSE(without[0].resample);
+
+  RoutingRule image = ChestRule();
+  image.series.resample = true;
+  std::vector<RoutingRule> rules{image};
+  const absl::Status st = ValidateRules(rules);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(st.message()).find("series.resample needs input: volume"), std::string::npos) << st;
+}
+
 TEST(SeriesMatchTest, ValidationRefusesSeriesRulesThatMakeNoSense) {
   struct Case {
     const char* why;

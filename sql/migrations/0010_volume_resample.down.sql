@@ -1,0 +1,2 @@
+ALTER TABLE reads DROP CONSTRAINT IF EXISTS reads_resample_check;
+ALTER TABLE reads DROP COLUMN IF EXISTS resample;
