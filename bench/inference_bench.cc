@@ -801,14 +801,14 @@ int VolumeBare(const VolumeArgs& a) {
 // The same volume through a running worker's InferVolume, as the node sends
 // it: a header, 4 MiB chunks of float32, then the maps back.
 int VolumeGrpc(const VolumeArgs& a) {
-  auto stub = v1::InferenceService::NewStub(MakeChannel(a.target, 0));
+  auto stub = v1::Inference::NewStub(MakeChannel(a.target, 0));
   const std::string data = SyntheticCt(a);
   const size_t chunk_bytes = 4u << 20;
   std::vector<json> runs;
   std::string device;
   for (int i = 0; i <= a.repeats; ++i) {
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::duration<double>(a.timeout));
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(static_cast<int64_t>(a.timeout * 1000)));
     auto stream = stub->InferVolume(&ctx);
     v1::VolumeRequest req;
     auto* h = req.mutable_header();

@@ -239,7 +239,7 @@ if vb and bare:
     lines.append("")
     lines.append("volume_bench: `%s`" % json.dumps(vb))
 lines.append("")
-lines.append("read_finished: `%s`" % json.dumps({k: v for k, v in fin.items() if k.endswith("_ms") or k.endswith("_bytes")}))
+lines.append("read_finished: `%s`" % json.dumps({k: round(v, 1) for k, v in fin.items() if k.endswith("_ms") or k.endswith("_bytes")}))
 text = "\n".join(lines) + "\n"
 print(text)
 if out_md:
