@@ -725,6 +725,7 @@ std::string SyntheticCt(const VolumeArgs& a) {
 }
 
 json Median(const std::vector<json>& runs, const char* key) {
+  if (runs.empty()) return nullptr;
   std::vector<double> v;
   for (const auto& r : runs) v.push_back(r.at(key).get<double>());
   return Round(Percentile(v, 50), 3);
@@ -791,7 +792,7 @@ int VolumeBare(const VolumeArgs& a) {
                     {"resample_s", Median(runs, "resample_s")},
                     {"inference_s", Median(runs, "inference_s")},
                     {"resample_back_s", Median(runs, "resample_back_s")},
-                    {"lesion_voxels", runs.back()["lesion_voxels"]},
+                    {"lesion_voxels", runs.empty() ? json() : runs.back()["lesion_voxels"]},
                     {"runs", runs}}
                    .dump()
             << "\n";
@@ -867,7 +868,7 @@ int VolumeGrpc(const VolumeArgs& a) {
                         "inference_s", "resample_back_s", "receive_s", "receive_mb_per_s"}) {
     out[k] = Median(runs, k);
   }
-  out["lesion_voxels"] = runs.back()["lesion_voxels"];
+  out["lesion_voxels"] = runs.empty() ? json() : runs.back()["lesion_voxels"];
   out["runs"] = runs;
   std::cout << out.dump() << "\n";
   return 0;
@@ -929,7 +930,8 @@ int main(int argc, char** argv) {
   v->add_option("--model", vol.model, "Model name (with --target)");
   v->add_option("--device", vol.device, "In-process: cpu or cuda:N (default: model.yaml's instance_group)");
   v->add_option("--threads", vol.threads, "In-process: LibTorch intra-op threads (0: default)");
-  v->add_option("--repeats", vol.repeats, "Timed runs after one warm-up run (median shown)")->check(CLI::Range(1, 100));
+  v->add_option("--repeats", vol.repeats, "Timed runs after one warm-up run (median shown; 0: the warm-up only)")
+      ->check(CLI::Range(0, 100));
   v->add_option("--shape", vol.shape, "D H W")->expected(3)->delimiter(',');
   v->add_option("--spacing", vol.spacing, "Spacing along D, H, W in mm")->expected(3)->delimiter(',');
   v->add_option("--timeout", vol.timeout, "Per-call deadline in seconds (with --target)");

@@ -116,6 +116,16 @@ IT_WORKER=0 node_up --pacs "ORTHANC@127.0.0.1:$ORTHANC_DICOM_PORT" --routing "$W
   --set "inference.endpoints=[$SECONDREAD_WORKER_ADDR]" --set "inference.volume_call_timeout_ms=3600000"
 orthanc_start "$ORTHANC_DIR" secondread SECONDREAD 127.0.0.1 "$SECONDREAD_DICOM_PORT" || fail "Orthanc did not start"
 
+# One volume of the same shape through the worker first, discarded: the
+# baseline's first run is a warm-up too (TorchScript profiles its first
+# calls at new shapes, and the worker has run only one window at load), so
+# that the read is timed on a worker as warm as the baseline's model.
+log "warming the worker up with one ${SLICES} x ${ROWS} x ${COLS} volume"
+"$INFERENCE_BENCH" volume --target "$SECONDREAD_WORKER_ADDR" --model "$MODEL" --repeats 0 \
+  --shape "$SLICES,$ROWS,$COLS" --spacing "$SLICE_MM,$PIXEL,$PIXEL" >"$WORK/worker-warmup.json" \
+  2>"$WORK/worker-warmup.log" || fail "warming the worker up: $(tail -n 3 "$WORK/worker-warmup.log")"
+curl -fsS "$SECONDREAD_WORKER_METRICS_URL" >"$WORK/worker-metrics-before.txt"
+
 log "sending the series"
 t_send=$(date +%s%3N)
 send "$WORK"/ct/*.dcm >/dev/null 2>&1 || fail "storescu"
@@ -173,6 +183,10 @@ def metrics(path):
 
 node = metrics(os.path.join(work, "node-metrics.txt"))
 worker = metrics(os.path.join(work, "worker-metrics.txt"))
+# The warm-up volume is in the worker's sums too; only the read's part counts.
+for k, v in metrics(os.path.join(work, "worker-metrics-before.txt")).items():
+    if k in worker:
+        worker[k] -= v
 stage = lambda s: node.get('secondread_volume_stage_duration_seconds_sum{stage="%s"}' % s, 0.0)
 step = lambda s: sum(v for k, v in worker.items()
                      if k.startswith("secondread_inference_volume_step_duration_seconds_sum{") and 'step="%s"' % s in k)
