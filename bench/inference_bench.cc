@@ -7,6 +7,9 @@
 //           preprocessing, precision and device placement are identical;
 //   grpc    the same model through a running worker, from concurrent clients;
 //   matmul  the device's dense matmul rate, as a ceiling for the model's FLOPs;
+//   volume  one synthetic CT volume through a volume model, in-process
+//           (ExecuteVolume) or through a worker's InferVolume, with the
+//           worker's step timings;
 //   load    asks a worker to reload a model (ModelAdmin.LoadModel), so that a
 //           benchmark can change model.yaml without restarting the worker.
 //
@@ -682,6 +685,195 @@ int Load(const std::string& target, const std::string& model) {
 
 }  // namespace
 
+// ---------------------------------------------------------------------------
+// volume
+
+struct VolumeArgs {
+  std::string model_dir;  // in-process, as bare
+  std::string target;     // or through a worker
+  std::string model;
+  std::string device;
+  int threads = 0;
+  int repeats = 3;
+  std::vector<uint32_t> shape{300, 512, 512};
+  std::vector<double> spacing{1.0, 0.7, 0.7};
+  double timeout = 1800;
+};
+
+// A CT-like volume in HU: air outside an elliptic body of soft tissue
+// (40 HU) with a 15 mm sphere of 200 HU at its centre, so that the model's
+// window and the label map have something to do.
+std::string SyntheticCt(const VolumeArgs& a) {
+  const size_t d = a.shape[0], h = a.shape[1], w = a.shape[2];
+  std::string bytes(d * h * w * sizeof(float), '\0');
+  auto* v = reinterpret_cast<float*>(bytes.data());
+  const double cz = d * a.spacing[0] / 2, cy = h * a.spacing[1] / 2, cx = w * a.spacing[2] / 2;
+  for (size_t z = 0; z < d; ++z) {
+    const double pz = z * a.spacing[0] - cz;
+    for (size_t y = 0; y < h; ++y) {
+      const double py = y * a.spacing[1] - cy;
+      float* row = v + (z * h + y) * w;
+      for (size_t x = 0; x < w; ++x) {
+        const double px = x * a.spacing[2] - cx;
+        const bool body = (px * px) / (0.45 * 0.45 * 4 * cx * cx) + (py * py) / (0.35 * 0.35 * 4 * cy * cy) <= 1;
+        const bool lesion = px * px + py * py + pz * pz <= 15.0 * 15.0;
+        row[x] = lesion ? 200.0f : (body ? 40.0f + static_cast<float>((x * 7 + y * 13 + z * 3) % 21) - 10 : -1000.0f);
+      }
+    }
+  }
+  return bytes;
+}
+
+json Median(const std::vector<json>& runs, const char* key) {
+  if (runs.empty()) return nullptr;
+  std::vector<double> v;
+  for (const auto& r : runs) v.push_back(r.at(key).get<double>());
+  return Round(Percentile(v, 50), 3);
+}
+
+// The volume in-process through the worker's own ExecuteVolume (reorient,
+// resample, intensity, sliding window, resample back), repeated.
+int VolumeBare(const VolumeArgs& a) {
+  const fs::path dir = fs::absolute(a.model_dir);
+  std::ifstream in(dir / "model.yaml");
+  if (!in) return Fail("cannot open " + (dir / "model.yaml").string());
+  std::stringstream yaml;
+  yaml << in.rdbuf();
+  auto config = inf::ParseModelConfig(yaml.str(), dir.filename().string());
+  if (!config.ok()) return Fail("model.yaml: " + config.status().ToString());
+  if (config->input.kind != inf::InputKind::kVolume) return Fail(config->name + " is not a volume model");
+  BareArgs overrides;
+  overrides.device = a.device;
+  if (auto st = ApplyOverrides(overrides, *config); !st.ok()) return Fail(st.ToString());
+  auto file = ModelFile(dir, *config);
+  if (!file.ok()) return Fail(file.status().ToString());
+  tb::TorchOptions options;
+  options.intra_op_threads = a.threads;
+  tb::ConfigureThreads(options);
+  tb::TorchBackendFactory factory(options);
+  const auto t_load = Clock::now();
+  auto backends = factory.Create(*config, *file);  // includes the worker's one-window warm-up
+  if (!backends.ok()) return Fail("loading the model: " + backends.status().ToString());
+  const double load_s = Seconds(Clock::now() - t_load);
+  inf::ModelBackend& backend = *backends->front();
+
+  const std::string data = SyntheticCt(a);
+  inf::VolumeView view;
+  view.shape = {1, a.shape[0], a.shape[1], a.shape[2]};
+  view.dtype = inf::DType::kFloat32;
+  view.data = data;
+  view.spacing = {a.spacing[0], a.spacing[1], a.spacing[2]};
+  std::vector<json> runs;
+  // The first run is a warm-up: TorchScript profiles its first calls at new
+  // shapes, and the last batch of windows can be smaller.
+  for (int i = 0; i <= a.repeats; ++i) {
+    const auto t0 = Clock::now();
+    auto out = backend.ExecuteVolume(view);
+    const double wall = Seconds(Clock::now() - t0);
+    if (!out.ok()) return Fail("ExecuteVolume: " + out.status().ToString());
+    json r{{"wall_s", Round(wall, 3)},
+           {"resample_s", Round(out->resample_us / 1e6, 3)},
+           {"inference_s", Round(out->inference_us / 1e6, 3)},
+           {"resample_back_s", Round(out->resample_back_us / 1e6, 3)},
+           {"lesion_voxels", out->voxel_count.empty() ? 0 : out->voxel_count[0]}};
+    std::cerr << "volume bare run " << i << (i == 0 ? " (warm-up)" : "") << ": " << r.dump() << "\n";
+    if (i > 0) runs.push_back(std::move(r));
+  }
+  std::cout << json{{"mode", "volume"},
+                    {"path", "bare"},
+                    {"model", config->name},
+                    {"device", backend.Device()},
+                    {"threads", at::get_num_threads()},
+                    {"shape", a.shape},
+                    {"spacing_mm", a.spacing},
+                    {"load_s", Round(load_s, 3)},
+                    {"repeats", a.repeats},
+                    {"wall_s", Median(runs, "wall_s")},
+                    {"resample_s", Median(runs, "resample_s")},
+                    {"inference_s", Median(runs, "inference_s")},
+                    {"resample_back_s", Median(runs, "resample_back_s")},
+                    {"lesion_voxels", runs.empty() ? json() : runs.back()["lesion_voxels"]},
+                    {"runs", runs}}
+                   .dump()
+            << "\n";
+  return 0;
+}
+
+// The same volume through a running worker's InferVolume, as the node sends
+// it: a header, 4 MiB chunks of float32, then the maps back.
+int VolumeGrpc(const VolumeArgs& a) {
+  auto stub = v1::Inference::NewStub(MakeChannel(a.target, 0));
+  const std::string data = SyntheticCt(a);
+  const size_t chunk_bytes = 4u << 20;
+  std::vector<json> runs;
+  std::string device;
+  for (int i = 0; i <= a.repeats; ++i) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(static_cast<int64_t>(a.timeout * 1000)));
+    auto stream = stub->InferVolume(&ctx);
+    v1::VolumeRequest req;
+    auto* h = req.mutable_header();
+    h->set_model_name(a.model);
+    h->set_job_token("bench-" + std::to_string(i));
+    for (uint32_t d : a.shape) h->add_shape(d);
+    h->set_dtype(v1::DATA_TYPE_FLOAT32);
+    for (double sp : a.spacing) h->add_spacing_mm(sp);
+    for (double c : {1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0}) h->add_direction(c);
+    h->mutable_modality()->set_scheme("DCM");
+    h->mutable_modality()->set_value("CT");
+    const auto t0 = Clock::now();
+    bool open = stream->Write(req);
+    for (size_t off = 0; open && off < data.size(); off += chunk_bytes) {
+      req.Clear();
+      req.mutable_chunk()->set_offset(off);
+      req.mutable_chunk()->set_data(data.substr(off, std::min(chunk_bytes, data.size() - off)));
+      open = stream->Write(req);
+    }
+    stream->WritesDone();
+    const auto t_sent = Clock::now();
+    v1::VolumeResponse resp;
+    v1::VolumeResultHeader header;
+    Clock::time_point t_header{};
+    uint64_t received = 0;
+    while (stream->Read(&resp)) {
+      if (resp.has_header()) {
+        header = resp.header();
+        t_header = Clock::now();
+      } else {
+        received += resp.chunk().data().size();
+      }
+    }
+    const auto t_end = Clock::now();
+    grpc::Status st = stream->Finish();
+    if (!st.ok()) return Fail("InferVolume: " + st.error_message());
+    const double send_s = Seconds(t_sent - t0), receive_s = Seconds(t_end - t_header);
+    json r{{"wall_s", Round(Seconds(t_end - t0), 3)},
+           {"send_s", Round(send_s, 3)},
+           {"send_mb_per_s", Round(data.size() / 1e6 / send_s, 1)},
+           {"worker_receive_s", Round(header.timing().queue_us() / 1e6, 3)},
+           {"compute_s", Round(header.timing().compute_us() / 1e6, 3)},
+           {"resample_s", Round(header.volume_timings().resample_us() / 1e6, 3)},
+           {"inference_s", Round(header.volume_timings().inference_us() / 1e6, 3)},
+           {"resample_back_s", Round(header.volume_timings().resample_back_us() / 1e6, 3)},
+           {"receive_s", Round(receive_s, 3)},
+           {"received_bytes", received},
+           {"receive_mb_per_s", Round(receive_s > 0 ? received / 1e6 / receive_s : 0, 1)},
+           {"lesion_voxels", header.labels_size() ? header.labels(0).voxel_count() : 0}};
+    std::cerr << "volume grpc run " << i << (i == 0 ? " (warm-up)" : "") << ": " << r.dump() << "\n";
+    if (i > 0) runs.push_back(std::move(r));
+  }
+  json out{{"mode", "volume"}, {"path", "grpc"}, {"model", a.model}, {"target", a.target},
+           {"shape", a.shape}, {"spacing_mm", a.spacing}, {"repeats", a.repeats}};
+  for (const char* k : {"wall_s", "send_s", "send_mb_per_s", "worker_receive_s", "compute_s", "resample_s",
+                        "inference_s", "resample_back_s", "receive_s", "receive_mb_per_s"}) {
+    out[k] = Median(runs, k);
+  }
+  out["lesion_voxels"] = runs.empty() ? json() : runs.back()["lesion_voxels"];
+  out["runs"] = runs;
+  std::cout << out.dump() << "\n";
+  return 0;
+}
+
 int main(int argc, char** argv) {
   CLI::App app{"inference_bench: the inference worker's throughput against bare LibTorch"};
   app.require_subcommand(1);
@@ -730,7 +922,26 @@ int main(int argc, char** argv) {
   l->add_option("--target", load_target, "Worker address HOST:PORT")->required();
   l->add_option("--model", load_model, "Model name")->required();
 
+  VolumeArgs vol;
+  auto* v = app.add_subcommand("volume", "One synthetic CT volume through a volume model, in-process or through a worker");
+  auto* v_dir = v->add_option("--model-dir", vol.model_dir, "In-process: model directory (REPO/MODEL)");
+  auto* v_target = v->add_option("--target", vol.target, "Through a worker: its address HOST:PORT");
+  v_dir->excludes(v_target);
+  v->add_option("--model", vol.model, "Model name (with --target)");
+  v->add_option("--device", vol.device, "In-process: cpu or cuda:N (default: model.yaml's instance_group)");
+  v->add_option("--threads", vol.threads, "In-process: LibTorch intra-op threads (0: default)");
+  v->add_option("--repeats", vol.repeats, "Timed runs after one warm-up run (median shown; 0: the warm-up only)")
+      ->check(CLI::Range(0, 100));
+  v->add_option("--shape", vol.shape, "D H W")->expected(3)->delimiter(',');
+  v->add_option("--spacing", vol.spacing, "Spacing along D, H, W in mm")->expected(3)->delimiter(',');
+  v->add_option("--timeout", vol.timeout, "Per-call deadline in seconds (with --target)");
+
   CLI11_PARSE(app, argc, argv);
+  if (*v) {
+    if (!vol.model_dir.empty()) return VolumeBare(vol);
+    if (vol.target.empty() || vol.model.empty()) return Fail("volume needs --model-dir, or --target and --model");
+    return VolumeGrpc(vol);
+  }
   if (*b) return Bare(bare);
   if (*g) return Grpc(grpc_args);
   if (*m) return Matmul(mm);

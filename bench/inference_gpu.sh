@@ -18,6 +18,10 @@
 #           instance and with as many instances as the worker runs;
 #   worker  the same model through one secondread-worker over gRPC from many
 #           concurrent clients, with the dynamic batcher forming the batches;
+#   3D      the volume reference model (synthetic-lesion3d-ct, fp32) on a
+#           300x512x512 CT-like volume, in-process and through the same
+#           worker (InferVolume), on the device and on the CPU in the same
+#           run, with the worker's resample / inference / resample-back times;
 #
 # and write a Markdown report. Nothing is downloaded or installed.
 #
@@ -40,6 +44,10 @@
 #   BENCH_GFLOP_PER_IMAGE model cost per image (2 FLOP per multiply-add) [5.51]
 #   BENCH_TARGET_IMG_S    throughput target through the worker   [20000]
 #   BENCH_TARGET_OVERHEAD overhead target vs best bare, percent   [10]
+#   BENCH_VOLUME_SHAPE    D,H,W of the 3D runs                   [300,512,512]
+#   BENCH_VOLUME_SPACING  its spacing in mm                      [1.0,0.7,0.7]
+#   BENCH_VOLUME_REPEATS  timed 3D runs after one warm-up        [3]
+#   BENCH_VOLUME_CPU      1: also run the 3D model on the CPU    [1]
 #   BENCH_ALLOW_CPU       1: run the same flow on the CPU with tiny sizes and
 #                         durations, to check the plumbing on a machine
 #                         without a GPU (the numbers mean nothing)   [0]
@@ -71,6 +79,8 @@ if [ "$ALLOW_CPU" = 1 ]; then
   WARMUP=${BENCH_WARMUP:-0.5}
   MATMUL_N=${BENCH_MATMUL_N:-256}
   MATMUL_DTYPE=fp32
+  VOLUME_SHAPE=${BENCH_VOLUME_SHAPE:-64,128,128}
+  VOLUME_REPEATS=${BENCH_VOLUME_REPEATS:-1}
 else
   DEVICE=${BENCH_DEVICE:-cuda:0} KIND=cuda
   PRECISION=${BENCH_PRECISION:-bf16}
@@ -83,6 +93,8 @@ else
   WARMUP=${BENCH_WARMUP:-5}
   MATMUL_N=${BENCH_MATMUL_N:-8192}
   MATMUL_DTYPE=$PRECISION
+  VOLUME_SHAPE=${BENCH_VOLUME_SHAPE:-300,512,512}
+  VOLUME_REPEATS=${BENCH_VOLUME_REPEATS:-3}
 fi
 QUEUE_DELAY_US=${BENCH_QUEUE_DELAY_US:-2000}
 # The exported model's convolutions and classifier: 2.754 G multiply-adds
@@ -93,7 +105,10 @@ QUEUE_DELAY_US=${BENCH_QUEUE_DELAY_US:-2000}
 GFLOP_PER_IMAGE=${BENCH_GFLOP_PER_IMAGE:-5.51}
 TARGET_IMG_S=${BENCH_TARGET_IMG_S:-20000}
 TARGET_OVERHEAD=${BENCH_TARGET_OVERHEAD:-10}
+VOLUME_SPACING=${BENCH_VOLUME_SPACING:-1.0,0.7,0.7}
+VOLUME_CPU=${BENCH_VOLUME_CPU:-1}
 MODEL=densenet121-bench
+VOLUME_MODEL=synthetic-lesion3d-ct
 
 die() { echo "inference_gpu: $*" >&2; exit 1; }
 say() { echo "[$(date +%H:%M:%S)] $*" >&2; }
@@ -300,6 +315,19 @@ run_logged "$PYTHON" "$REPO_ROOT/tools/models/export_densenet.py" --out "$MODELS
   --precision "$PRECISION" --count "$INSTANCES" --max-batch-size "$MAX_BATCH" --preferred "$PREFERRED" \
   --queue-delay-us "$QUEUE_DELAY_US" >"$SCRATCH/export.log" 2>&1 ||
   { cat "$SCRATCH/export.log" >&2; die "DenseNet-121 export failed"; }
+# The volume reference model twice: as committed (CPU) and on the device.
+# Both are served by the same worker as DenseNet-121.
+VOLUME_ENTRIES="$VOLUME_MODEL-cpu"
+cp -r "$REPO_ROOT/tools/models/repository/$VOLUME_MODEL" "$MODELS/$VOLUME_MODEL-cpu"
+sed -i "s/^name: .*/name: $VOLUME_MODEL-cpu/" "$MODELS/$VOLUME_MODEL-cpu/model.yaml"
+if [ "$KIND" = cuda ]; then
+  VOLUME_ENTRIES="$VOLUME_MODEL-cuda $VOLUME_ENTRIES"
+  cp -r "$REPO_ROOT/tools/models/repository/$VOLUME_MODEL" "$MODELS/$VOLUME_MODEL-cuda"
+  sed -i -e "s/^name: .*/name: $VOLUME_MODEL-cuda/" -e "s/^  kind: cpu$/  kind: cuda/" \
+    "$MODELS/$VOLUME_MODEL-cuda/model.yaml"
+  grep -q "^  kind: cuda$" "$MODELS/$VOLUME_MODEL-cuda/model.yaml" || die "could not place $VOLUME_MODEL on CUDA"
+fi
+[ "$VOLUME_CPU" = 1 ] || [ "$KIND" != cuda ] || VOLUME_ENTRIES="$VOLUME_MODEL-cuda"
 
 record() {  # kind json
   printf '{"kind":"%s","result":%s}\n' "$1" "$2" >>"$RESULTS_JSONL"
@@ -326,6 +354,18 @@ for inst in $BARE_INSTANCES; do
     record bare "$out"
     say "  $(field "$out" images_per_s) img/s"
   done
+done
+
+# --- 3D in-process -------------------------------------------------------------
+for entry in $VOLUME_ENTRIES; do
+  dev=$DEVICE
+  case "$entry" in *-cpu) dev=cpu ;; esac
+  say "3D bare: $VOLUME_MODEL on $dev, volume $VOLUME_SHAPE"
+  out=$(run_logged "$BENCH" volume --model-dir "$MODELS/$entry" --device "$dev" --threads "$(nproc)" \
+    --shape "$VOLUME_SHAPE" --spacing "$VOLUME_SPACING" --repeats "$VOLUME_REPEATS" 2>>"$SCRATCH/bench.err") ||
+    { tail -n 5 "$SCRATCH/bench.err" >&2; die "3D bare run failed ($entry)"; }
+  record volume_bare "$out"
+  say "  $(field "$out" wall_s) s per volume (inference $(field "$out" inference_s) s)"
 done
 
 # --- worker -----------------------------------------------------------------------
@@ -378,6 +418,16 @@ for c in $GRPC_CASES; do
   say "  $(field "$out" images_per_s) img/s, mean server batch $(field "$out" mean_server_batch)"
 done
 
+for entry in $VOLUME_ENTRIES; do
+  say "3D worker: $entry, volume $VOLUME_SHAPE"
+  out=$(run_logged "$BENCH" volume --target "127.0.0.1:$GRPC_PORT" --model "$entry" --shape "$VOLUME_SHAPE" \
+    --spacing "$VOLUME_SPACING" --repeats "$VOLUME_REPEATS" 2>>"$SCRATCH/bench.err") ||
+    { tail -n 5 "$SCRATCH/bench.err" >&2; die "3D worker run failed ($entry)"; }
+  record volume_grpc "$(printf '%s' "$out" | "$PYTHON" -c 'import json,sys; d=json.load(sys.stdin); d["device"]=sys.argv[1]; print(json.dumps(d))' \
+    "$([ "${entry##*-}" = cpu ] && echo cpu || echo "$DEVICE")")"
+  say "  $(field "$out" wall_s) s per volume (compute $(field "$out" compute_s) s)"
+done
+
 # --- report -----------------------------------------------------------------------
 GPU_INFO=""
 if have_cmd nvidia-smi; then
@@ -387,7 +437,7 @@ CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 GIT_REV=$(git -C "$REPO_ROOT" describe --always --dirty 2>/dev/null || echo unknown)
 export RESULTS_JSONL COMMANDS GPU_INFO CPU_MODEL GIT_REV WORKER_RUNTIME ALLOW_CPU GFLOP_PER_IMAGE TARGET_IMG_S \
   TARGET_OVERHEAD TORCH_VERSION TORCH_CUDA TORCH_CUDNN PRECISION INSTANCES MAX_BATCH PREFERRED QUEUE_DELAY_US \
-  MEASURE WARMUP
+  MEASURE WARMUP VOLUME_SHAPE VOLUME_SPACING VOLUME_REPEATS
 NPROC=$(nproc)
 export NPROC
 
@@ -459,6 +509,37 @@ if not cpu:
     print("|---|---:|---|")
     print("| >= %.0f img/s through the worker | %.0f img/s | %s |" % (t_img, top["images_per_s"], "yes" if top["images_per_s"] >= t_img else "**no**"))
     print("| <= %.0f %% overhead vs bare | %.1f %% | %s |" % (t_ovh, overhead, "yes" if overhead <= t_ovh else "**no**"))
+    print()
+vbare = [r["result"] for r in rows if r["kind"] == "volume_bare"]
+vgrpc = [r["result"] for r in rows if r["kind"] == "volume_grpc"]
+if vbare or vgrpc:
+    print("### 3D: synthetic-lesion3d-ct (fp32) on a %s volume (%s mm)" % (
+        " x ".join(env["VOLUME_SHAPE"].split(",")), " x ".join(env["VOLUME_SPACING"].split(","))))
+    print()
+    print("A CT-like volume in HU (air, an elliptic body of soft tissue, one 15 mm lesion), resampled to 2 mm,")
+    print("48^3 sliding window (overlap 0.25, batch 2), probabilities resampled back to the source grid. Seconds per")
+    print("volume, median of %s runs after one warm-up. In-process: the worker's ExecuteVolume; through the worker:" % env["VOLUME_REPEATS"])
+    print("InferVolume over loopback gRPC (float32 voxels in 4 MiB chunks, label map and probability map back).")
+    if not any(d["device"].startswith("cuda") for d in vbare):
+        print()
+        print("**No CUDA device in this run: every 3D figure below is CPU.**")
+    print()
+    print("| Path | Device | Wall s | Resample s | Inference s | Resample back s | Send MB/s | Receive MB/s |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for d in vbare:
+        print("| in-process | %s | %.2f | %.2f | %.2f | %.2f | | |" % (d["device"], d["wall_s"], d["resample_s"],
+              d["inference_s"], d["resample_back_s"]))
+    for d in vgrpc:
+        print("| worker | %s | %.2f | %.2f | %.2f | %.2f | %.0f | %.0f |" % (d["device"], d["wall_s"], d["resample_s"],
+              d["inference_s"], d["resample_back_s"], d["send_mb_per_s"], d["receive_mb_per_s"]))
+    by = lambda rows, dev: next((d for d in rows if d["device"].startswith(dev)), None)
+    for name, group in (("in-process", vbare), ("worker", vgrpc)):
+        gpu, cpu_row = by(group, "cuda"), by(group, "cpu")
+        if gpu and cpu_row:
+            print()
+            print("%s: CUDA / CPU wall time %.3f (%.1fx faster); sliding window alone %.1fx." % (
+                name, gpu["wall_s"] / cpu_row["wall_s"], cpu_row["wall_s"] / gpu["wall_s"],
+                cpu_row["inference_s"] / max(gpu["inference_s"], 1e-9)))
     print()
 print("<details><summary>Commands</summary>")
 print()

@@ -55,6 +55,11 @@ struct VolumeOutput {
   std::vector<std::string> probabilities;  // per label, uint8 0..255; probability models only
   std::vector<float> max_probability;      // per label
   std::vector<uint64_t> voxel_count;       // per label, in the label map
+  // Where the compute time went, in microseconds; zero when a backend does
+  // not measure (VolumeTimings in the contract says what each step covers).
+  int64_t resample_us = 0;
+  int64_t inference_us = 0;
+  int64_t resample_back_us = 0;
 };
 
 class ModelBackend {

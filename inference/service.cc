@@ -471,6 +471,17 @@ class VolumeCall final : public grpc::ServerBidiReactor<pb::VolumeRequest, pb::V
     h->mutable_timing()->set_queue_us(queue_us);
     h->mutable_timing()->set_compute_us(compute_us);
     h->mutable_timing()->set_batch_size(1);
+    auto* steps = h->mutable_volume_timings();
+    steps->set_resample_us(output_.resample_us);
+    steps->set_inference_us(output_.inference_us);
+    steps->set_resample_back_us(output_.resample_back_us);
+    if (auto* m = service_->metrics_) {
+      const std::string version = std::to_string(model_->version);
+      m->VolumeStep(c.name, version, "receive", static_cast<double>(queue_us) / 1e6);
+      m->VolumeStep(c.name, version, "resample", static_cast<double>(output_.resample_us) / 1e6);
+      m->VolumeStep(c.name, version, "inference", static_cast<double>(output_.inference_us) / 1e6);
+      m->VolumeStep(c.name, version, "resample_back", static_cast<double>(output_.resample_back_us) / 1e6);
+    }
   }
 
   const std::string& Map(size_t i) const { return i == 0 ? output_.label_map : output_.probabilities[i - 1]; }

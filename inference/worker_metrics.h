@@ -19,6 +19,9 @@ class WorkerMetrics {
   void QueueDuration(const std::string& model, const std::string& version, double seconds);
   void ComputeDuration(const std::string& model, const std::string& version, double seconds);
   void BatchSize(const std::string& model, const std::string& version, int n);
+  // One InferVolume call's steps. step: receive (the volume's data
+  // arriving) | resample | inference | resample_back (VolumeTimings).
+  void VolumeStep(const std::string& model, const std::string& version, const std::string& step, double seconds);
   void Pending(const std::string& model, const std::string& version, double n);
   void ModelReady(const std::string& model, const std::string& version, bool ready);
   void DeviceMemory(const std::string& device, double used_bytes, double total_bytes);
@@ -29,6 +32,7 @@ class WorkerMetrics {
   prometheus::Family<metrics::Histogram>& queue_;
   prometheus::Family<metrics::Histogram>& compute_;
   prometheus::Family<metrics::Histogram>& batch_;
+  prometheus::Family<metrics::Histogram>& volume_step_;
   prometheus::Family<metrics::Gauge>& pending_;
   prometheus::Family<metrics::Gauge>& ready_;
   prometheus::Family<metrics::Gauge>& memory_used_;

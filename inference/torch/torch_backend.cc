@@ -4,6 +4,7 @@
 #include <torch/version.h>
 #include <ATen/Parallel.h>
 
+#include <chrono>
 #include <mutex>
 
 #include "inference/torch/preprocess.h"
@@ -194,8 +195,20 @@ class TorchBackend final : public ModelBackend {
     TORCH_CHECK(false, "model output must be a tensor or a tuple whose first element is a tensor");
   }
 
+  // Microseconds since `since`, after the device has finished what was
+  // queued: CUDA kernels run asynchronously, and a step's time would
+  // otherwise be charged to whichever later step first waits for it.
+  int64_t StepUs(std::chrono::steady_clock::time_point* since) const {
+    if (device_.is_cuda()) torch::cuda::synchronize(device_.index());
+    const auto now = std::chrono::steady_clock::now();
+    const auto us = std::chrono::duration_cast<std::chrono::microseconds>(now - *since).count();
+    *since = now;
+    return us;
+  }
+
   absl::StatusOr<VolumeOutput> RunVolume(const VolumeView& in) {
     c10::InferenceMode guard;
+    auto step = std::chrono::steady_clock::now();
     const VolumeConfig& vc = config_.volume;
     const auto& labels = config_.output.labels;
     const auto n_labels = static_cast<int64_t>(labels.size());
@@ -216,6 +229,7 @@ class TorchBackend final : public ModelBackend {
     const Spacing3 source_spacing = ReorientSpacing(in.spacing, plan);
     const Size3 model_size = ResampledSize(source_size, source_spacing, vc.spacing);
     x = ApplyIntensity(Resample(x, model_size, vc.interpolation), vc);
+    const int64_t resample_us = StepUs(&step);
 
     // The network's own axis order, from and back to (z, y, x).
     std::vector<int64_t> to_model{0, 1}, from_model(5);
@@ -228,6 +242,7 @@ class TorchBackend final : public ModelBackend {
     };
     SlidingWindowOptions sw{vc.roi, vc.overlap, vc.blending, vc.sigma_scale, vc.sw_batch_size};
     at::Tensor logits = SlidingWindow(x, sw, predict);
+    const int64_t inference_us = StepUs(&step);
 
     const bool label_map_model = vc.output == VolumeOutputKind::kLabelMap;
     const int64_t want = label_map_model ? n_labels + 1 : n_labels;
@@ -290,6 +305,9 @@ class TorchBackend final : public ModelBackend {
       const char* base = reinterpret_cast<const char*>(bytes.data_ptr<uint8_t>());
       for (int64_t i = 0; i < n_labels; ++i) out.probabilities.emplace_back(base + static_cast<size_t>(i) * per_map, per_map);
     }
+    out.resample_us = resample_us;
+    out.inference_us = inference_us;
+    out.resample_back_us = StepUs(&step);
     return out;
   }
 

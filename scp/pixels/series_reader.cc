@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <exception>
@@ -373,7 +374,8 @@ absl::Status WriteStoredValuesCopy(const std::string& source, const std::string&
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<Volume>> ReadUnguarded(const std::vector<std::string>& paths, const VolumeOptions& options) {
+absl::StatusOr<std::vector<Volume>> ReadUnguarded(const std::vector<std::string>& paths, const VolumeOptions& options,
+                                                  SeriesReadStats& stats) {
   ASSIGN_OR_RETURN(SeriesRecords series, ReadRecords(paths));
   std::vector<SliceGeometry> geometry;
   geometry.reserve(series.frames.size());
@@ -409,6 +411,7 @@ absl::StatusOr<std::vector<Volume>> ReadUnguarded(const std::vector<std::string>
     decode.max_total_pixels = std::max<uint64_t>(options.max_voxels, 1);
     decode.decoder = options.decoder;
     std::string path = object.path;
+    const auto decode_start = std::chrono::steady_clock::now();
     if (!object.exact_in_decoder) {
       if (scratch.path().empty()) RETURN_IF_ERROR(scratch.Create(options.scratch_dir));
       path = (fs::path(scratch.path()) / ("object-" + std::to_string(o) + ".dcm")).string();
@@ -423,6 +426,8 @@ absl::StatusOr<std::vector<Volume>> ReadUnguarded(const std::vector<std::string>
       std::error_code ec;
       fs::remove(path, ec);
     }
+    stats.decode_ms +=
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - decode_start).count();
     if (!image.ok()) {
       if (image.status().code() == absl::StatusCode::kInvalidArgument ||
           image.status().code() == absl::StatusCode::kUnimplemented) {
@@ -517,9 +522,12 @@ absl::StatusOr<std::vector<SliceGeometry>> ReadSeriesGeometry(const std::vector<
 }
 
 absl::StatusOr<std::vector<Volume>> ReadSeriesVolumes(const std::vector<std::string>& paths,
-                                                      const VolumeOptions& options) {
+                                                      const VolumeOptions& options, SeriesReadStats* stats) {
+  SeriesReadStats local;
+  if (stats == nullptr) stats = &local;
+  *stats = {};
   try {
-    return ReadUnguarded(paths, options);
+    return ReadUnguarded(paths, options, *stats);
   } catch (const std::bad_alloc&) {
     return absl::ResourceExhaustedError("out of memory while reading the series");
   } catch (const std::exception& e) {

@@ -534,6 +534,7 @@ absl::StatusOr<VolumeAnswer> InferenceClient::InferVolume(const VolumeCall& call
         [&](Impl::Endpoint& ep, grpc::ClientContext* ctx) {
           answer = VolumeAnswer{};
           auto stream = ep.inference->InferVolume(ctx);
+          const auto send_start = std::chrono::steady_clock::now();
           // A worker that refuses the call ends it, and the next write
           // fails; the reason then comes from Finish.
           bool open = stream->Write(header_message);
@@ -546,11 +547,15 @@ absl::StatusOr<VolumeAnswer> InferenceClient::InferVolume(const VolumeCall& call
           }
           chunk.Clear();
           stream->WritesDone();
+          const double send_ms =
+              std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - send_start).count();
 
           VolumeAssembler assembler(call, impl_->options.max_volume_result_bytes, &answer);
           absl::Status refused;
           pb::VolumeResponse response;
+          std::chrono::steady_clock::time_point receive_start{};
           while (stream->Read(&response)) {
+            if (response.has_header()) receive_start = std::chrono::steady_clock::now();
             refused = assembler.Take(response);
             if (!refused.ok()) {
               // Nothing more of this answer is wanted; stop the worker
@@ -561,6 +566,7 @@ absl::StatusOr<VolumeAnswer> InferenceClient::InferVolume(const VolumeCall& call
               break;
             }
           }
+          const auto receive_end = std::chrono::steady_clock::now();
           const grpc::Status finished = stream->Finish();
           if (!refused.ok()) {
             answer = VolumeAnswer{};
@@ -572,6 +578,10 @@ absl::StatusOr<VolumeAnswer> InferenceClient::InferVolume(const VolumeCall& call
             answer = VolumeAnswer{};
             return ToGrpcStatus(refused);
           }
+          answer.sent_bytes = bytes;
+          answer.send_ms = send_ms;
+          for (const auto& m : answer.maps) answer.received_bytes += m.size();
+          answer.receive_ms = std::chrono::duration<double, std::milli>(receive_end - receive_start).count();
           return grpc::Status::OK;
         },
         cancel, &ClassifyVolume));

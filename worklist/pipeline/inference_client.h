@@ -76,6 +76,14 @@ struct VolumeCall {
 struct VolumeAnswer {
   inference::v1::VolumeResultHeader header;
   std::vector<std::vector<uint8_t>> maps;
+  // How the successful attempt's bytes travelled. Sending is timed from the
+  // first write until the close of the sending side returns: gRPC's flow
+  // control holds writes until the worker has taken most of the data.
+  // Receiving is timed from the result header to the last chunk.
+  uint64_t sent_bytes = 0;  // voxel bytes
+  double send_ms = 0;
+  uint64_t received_bytes = 0;  // map bytes
+  double receive_ms = 0;
 };
 
 struct EndpointState {

@@ -7,6 +7,10 @@
 
 namespace secondread::worklist {
 
+// A volume's stages run from tens of milliseconds to minutes on a small CPU,
+// past LatencyBuckets' last bound.
+metrics::Histogram::BucketBoundaries VolumeStageBuckets();
+
 struct PipelineMetrics {
   explicit PipelineMetrics(metrics::MetricsRegistry& registry);
 
@@ -15,6 +19,15 @@ struct PipelineMetrics {
   // stage: completeness_wait | queue | decode | inference | results | export
   metrics::Histogram& Stage(const std::string& stage) {
     return stage_family.Add({{"stage", stage}}, metrics::LatencyBuckets());
+  }
+  // A volume read's stages, finer than Stage: decode | assemble | transfer |
+  // resample | inference | results (VolumeStages in volume_dispatcher.cc).
+  metrics::Histogram& VolumeStage(const std::string& stage) {
+    return volume_stage_family.Add({{"stage", stage}}, VolumeStageBuckets());
+  }
+  // direction: sent (voxels to the worker) | received (maps back)
+  metrics::Counter& VolumeTransferBytes(const std::string& direction) {
+    return volume_bytes_family.Add({{"direction", direction}});
   }
   // result: sent | retry | dead
   metrics::Counter& Exports(const std::string& result) { return exports_family.Add({{"result", result}}); }
@@ -30,6 +43,8 @@ struct PipelineMetrics {
   metrics::Counter& unmatched_studies;
   metrics::Counter& triggered_reads;
   prometheus::Family<metrics::Histogram>& stage_family;
+  prometheus::Family<metrics::Histogram>& volume_stage_family;
+  prometheus::Family<metrics::Counter>& volume_bytes_family;
   prometheus::Family<metrics::Counter>& exports_family;
   prometheus::Family<metrics::Gauge>& jobs_family;
   metrics::Gauge& dead_letters;

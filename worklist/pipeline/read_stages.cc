@@ -1,5 +1,6 @@
 #include "worklist/pipeline/read_stages.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <ctime>
 #include <random>
@@ -81,6 +82,37 @@ absl::StatusOr<std::vector<ObjectRow>> WriteObjects(const ResultFiles& results, 
                     b.source_instance, *name, static_cast<int64_t>(b.object.part10.size())});
   }
   return rows;
+}
+
+VolumeStageTimes SplitVolumeStages(double assemble_ms, const scp::SeriesReadStats& read, double call_ms,
+                                   const VolumeAnswer& answer, double results_ms) {
+  VolumeStageTimes t;
+  t.decode = read.decode_ms;
+  t.assemble = std::max(0.0, assemble_ms - read.decode_ms);
+  t.transfer = answer.send_ms + answer.receive_ms;
+  const auto& steps = answer.header.volume_timings();
+  t.resample = static_cast<double>(steps.resample_us() + steps.resample_back_us()) / 1000;
+  t.inference = static_cast<double>(steps.inference_us()) / 1000;
+  // A worker that does not report its steps leaves all of compute in the
+  // inference stage rather than in no stage.
+  const double compute = static_cast<double>(answer.header.timing().compute_us()) / 1000;
+  if (t.resample == 0 && t.inference == 0) t.inference = compute;
+  t.call_other = std::max(0.0, call_ms - t.transfer - std::max(compute, t.resample + t.inference));
+  t.results = results_ms;
+  t.sent_bytes = answer.sent_bytes;
+  t.received_bytes = answer.received_bytes;
+  return t;
+}
+
+void ObserveVolumeStages(PipelineMetrics& metrics, const VolumeStageTimes& t) {
+  metrics.VolumeStage("decode").Observe(t.decode / 1000);
+  metrics.VolumeStage("assemble").Observe(t.assemble / 1000);
+  metrics.VolumeStage("transfer").Observe(t.transfer / 1000);
+  metrics.VolumeStage("resample").Observe(t.resample / 1000);
+  metrics.VolumeStage("inference").Observe(t.inference / 1000);
+  metrics.VolumeStage("results").Observe(t.results / 1000);
+  metrics.VolumeTransferBytes("sent").Increment(static_cast<double>(t.sent_bytes));
+  metrics.VolumeTransferBytes("received").Increment(static_cast<double>(t.received_bytes));
 }
 
 }  // namespace secondread::worklist

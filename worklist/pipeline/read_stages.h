@@ -11,7 +11,9 @@
 #include "scp/objects/result_objects.h"
 #include "worklist/db/job_queue.h"
 #include "worklist/db/read_store.h"
+#include "scp/pixels/series_reader.h"
 #include "worklist/pipeline/inference_client.h"
+#include "worklist/pipeline/pipeline_metrics.h"
 #include "worklist/pipeline/result_files.h"
 
 namespace secondread::worklist {
@@ -60,5 +62,30 @@ struct BuiltResult {
 // committed. On failure the files written so far are removed.
 absl::StatusOr<std::vector<ObjectRow>> WriteObjects(const ResultFiles& results, const Job& job,
                                                     const std::vector<BuiltResult>& built);
+
+// A volume read's time by stage (PipelineMetrics::VolumeStage), from the
+// node's clocks and the worker's VolumeTimings, in milliseconds.
+struct VolumeStageTimes {
+  double decode = 0;    // pixel data decoded (SeriesReadStats)
+  double assemble = 0;  // the rest of reading the series into a volume
+  double transfer = 0;  // voxels sent plus maps received
+  double resample = 0;  // on the worker: to the model's grid and back
+  double inference = 0;  // on the worker: the sliding window
+  double results = 0;   // lesions, SEG, SR, captures and their files
+  // The rest of the InferVolume call: the worker's queue for a volume slot,
+  // the last of the data still in flight when sending returned, the result
+  // header's own trip. Logged, not a stage.
+  double call_other = 0;
+  uint64_t sent_bytes = 0;
+  uint64_t received_bytes = 0;
+};
+
+// `assemble_ms` is the whole assembly stage (decoding included), `call_ms`
+// the whole InferVolume call. Parts that clocks on two machines or two
+// steps made overlap are clamped at zero.
+VolumeStageTimes SplitVolumeStages(double assemble_ms, const scp::SeriesReadStats& read, double call_ms,
+                                   const VolumeAnswer& answer, double results_ms);
+
+void ObserveVolumeStages(PipelineMetrics& metrics, const VolumeStageTimes& t);
 
 }  // namespace secondread::worklist

@@ -33,12 +33,13 @@ std::string Trimmed(std::string s) {
 // Unevenly spaced slices are resampled onto a uniform grid only when the
 // read's rule says so (series.resample); otherwise the planner refuses them.
 absl::StatusOr<scp::Volume> Assemble(const scp::Spool& spool, const std::vector<SourceRow>& sources,
-                                     scp::VolumeOptions options, bool resample, std::optional<StageError>* error) {
+                                     scp::VolumeOptions options, bool resample, scp::SeriesReadStats* stats,
+                                     std::optional<StageError>* error) {
   std::vector<std::string> paths;
   paths.reserve(sources.size());
   for (const auto& s : sources) paths.push_back(spool.PathFor(s.spool_name));
   options.allow_resample = resample;
-  auto volumes = scp::ReadSeriesVolumes(paths, options);
+  auto volumes = scp::ReadSeriesVolumes(paths, options, stats);
   if (!volumes.ok()) {
     const bool refused = !scp::RefusalCode(volumes.status()).empty() ||
                          volumes.status().code() == absl::StatusCode::kInvalidArgument;
@@ -343,7 +344,8 @@ void VolumeDispatcher::Process(Lease& lease) {
   if (!lease.Check().ok()) return lost("assemble");
   std::optional<StageError> error;
   const auto t_assemble = Steady::now();
-  auto volume = Assemble(*spool_, sources, options_.volume, read.resample, &error);
+  scp::SeriesReadStats read_stats;
+  auto volume = Assemble(*spool_, sources, options_.volume, read.resample, &read_stats, &error);
   if (!volume.ok()) return fail(*error);
   const double assemble_ms = Milliseconds(Steady::now() - t_assemble);
 
@@ -367,6 +369,7 @@ void VolumeDispatcher::Process(Lease& lease) {
   auto objects = WriteObjects(*results_, job, built->built);
   if (!objects.ok()) return fail(Transiently(objects.status()));
   const double results_ms = Milliseconds(Steady::now() - t_results);
+  const VolumeStageTimes stages = SplitVolumeStages(assemble_ms, read_stats, inference_ms, *answer, results_ms);
 
   ReadOutcome outcome;
   outcome.flagged = built->flagged;
@@ -392,6 +395,7 @@ void VolumeDispatcher::Process(Lease& lease) {
     metrics_->Stage("assembly").Observe(assemble_ms / 1000);
     metrics_->Stage("inference").Observe(inference_ms / 1000);
     metrics_->Stage("results").Observe(results_ms / 1000);
+    ObserveVolumeStages(*metrics_, stages);
   }
   log::Info("read_finished", {{"read_id", read_id},
                               {"state", "done"},
@@ -405,7 +409,15 @@ void VolumeDispatcher::Process(Lease& lease) {
                               {"flagged", built->flagged},
                               {"assembly_ms", assemble_ms},
                               {"inference_ms", inference_ms},
-                              {"results_ms", results_ms}});
+                              {"results_ms", results_ms},
+                              {"decode_ms", stages.decode},
+                              {"assemble_ms", stages.assemble},
+                              {"transfer_ms", stages.transfer},
+                              {"sent_bytes", stages.sent_bytes},
+                              {"received_bytes", stages.received_bytes},
+                              {"resample_ms", stages.resample},
+                              {"worker_inference_ms", stages.inference},
+                              {"call_other_ms", stages.call_other}});
 }
 
 }  // namespace secondread::worklist

@@ -11,6 +11,7 @@
 #include "inference/model_repository.h"
 #include "inference/service.h"
 #include "inference/torch/torch_backend.h"
+#include "inference/worker_metrics.h"
 #include "secondread/inference/v1/inference.grpc.pb.h"
 
 namespace secondread::inference {
@@ -113,13 +114,13 @@ output:
                "def forward(self, x):\n    return x.mean([2, 3])\n");
   }
 
-  void Start(ServiceOptions options) {
+  void Start(ServiceOptions options, WorkerMetrics* metrics = nullptr) {
     repo_ = std::make_unique<ModelRepository>(RepositoryOptions{root_, &factory_, nullptr});
     ASSERT_TRUE(repo_->LoadAtStart({}).ok());
     for (const auto& m : repo_->List()) {
       for (const auto& v : m.versions) ASSERT_EQ(v.state, VersionState::kReady) << m.name << ": " << v.reason;
     }
-    service_ = std::make_unique<InferenceService>(options, repo_.get(), nullptr);
+    service_ = std::make_unique<InferenceService>(options, repo_.get(), metrics);
     grpc::ServerBuilder builder;
     builder.RegisterService(service_.get());
     server_ = builder.BuildAndStart();
@@ -270,6 +271,29 @@ TEST_F(VolumeServiceTest, AnisotropicSourceIsResampledAndComesBackOnItsOwnGrid) 
   const uint64_t count = r.header.labels(0).voxel_count();
   EXPECT_GT(count, 40u);
   EXPECT_LT(count, 140u);
+}
+
+TEST_F(VolumeServiceTest, ComputeIsReportedByStepInTheHeaderAndTheWorkerMetrics) {
+  metrics::MetricsRegistry registry;
+  WorkerMetrics metrics(registry);
+  Start({}, &metrics);
+  const Volume v = Box(6, 10, 12);
+  // Anisotropic, so that there is resampling both ways.
+  Result r = Call(Header("seg", v, {4.0, 0.5, 0.5}), v.Bytes(), 333);
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  const auto& steps = r.header.volume_timings();
+  EXPECT_GT(steps.resample_us(), 0);
+  EXPECT_GT(steps.inference_us(), 0);
+  EXPECT_GT(steps.resample_back_us(), 0);
+  // The steps are parts of compute, measured inside it.
+  EXPECT_LE(steps.resample_us() + steps.inference_us() + steps.resample_back_us(), r.header.timing().compute_us());
+  const std::string text = registry.Serialize();
+  for (const char* step : {"receive", "resample", "inference", "resample_back"}) {
+    EXPECT_NE(text.find(std::string("secondread_inference_volume_step_duration_seconds_count{model=\"seg\",step=\"") +
+                        step + "\",version=\"1\"} 1"),
+              std::string::npos)
+        << step << "\n" << text;
+  }
 }
 
 TEST_F(VolumeServiceTest, ProbabilityModelsStreamOneMapPerLabel) {

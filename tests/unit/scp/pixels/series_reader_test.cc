@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -120,6 +121,21 @@ TEST_F(SeriesReaderTest, CtSingleFrameObliqueNonSquareShuffled) {
   EXPECT_DOUBLE_EQ(v.spacing_mm[1], 0.8);
   EXPECT_DOUBLE_EQ(v.spacing_mm[2], 0.6);
   EXPECT_FLOAT_EQ(v.voxels[(3 * 10 + 2) * 14 + 5], -474.0f);
+}
+
+// The decoding time the volume dispatcher reports as its decode stage: some
+// of the read, never more than all of it, and reset by each call.
+TEST_F(SeriesReaderTest, DecodingTimeIsReportedAsPartOfTheRead) {
+  Generate("ct", "--modality CT --layout single --slices 6");
+  SeriesReadStats stats;
+  stats.decode_ms = 1e9;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto volumes = ReadSeriesVolumes(paths_, options_, &stats);
+  const double total_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_TRUE(volumes.ok()) << volumes.status();
+  EXPECT_GT(stats.decode_ms, 0);
+  EXPECT_LE(stats.decode_ms, total_ms);
 }
 
 // A NIfTI-1 file as dcm2niix writes it: the sform (RAS) and the voxels with

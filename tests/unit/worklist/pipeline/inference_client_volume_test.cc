@@ -334,6 +334,33 @@ TEST_F(InferVolumeTest, AnswerInFullSizeChunks) {
   EXPECT_EQ(answer->maps[0].back(), 2);
 }
 
+// What the dispatcher's transfer stage is made of: the bytes each way and
+// the time from the result header to the last chunk, which a worker that
+// pauses between them stretches; the worker's own step times pass through.
+TEST_F(InferVolumeTest, TransferIsTimedAndCounted) {
+  const Volume v({3, 700, 1000});
+  const std::array<uint32_t, 3> shape{1, 2048, 4096};
+  AnswerBoth([shape](grpc::ServerContext*, Stream* stream, const Received& r) {
+    pb::VolumeResponse header = ResultHeader(r.header.job_token(), shape, 1);
+    header.mutable_header()->mutable_volume_timings()->set_inference_us(4321);
+    stream->Write(header);
+    stream->Write(Chunk(0, 0, std::string(4u << 20, '\1')));
+    std::this_thread::sleep_for(300ms);
+    stream->Write(Chunk(0, 4u << 20, std::string(4u << 20, '\2')));
+    return grpc::Status::OK;
+  });
+  auto client = Client();
+  ASSERT_NE(client, nullptr);
+  auto answer = client->InferVolume(Call(v));
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  EXPECT_EQ(answer->sent_bytes, uint64_t{3} * 700 * 1000 * 4);
+  EXPECT_EQ(answer->received_bytes, uint64_t{8} << 20);
+  EXPECT_GT(answer->send_ms, 0);
+  EXPECT_GE(answer->receive_ms, 290);
+  EXPECT_LT(answer->receive_ms, 10000);
+  EXPECT_EQ(answer->header.volume_timings().inference_us(), 4321);
+}
+
 struct HostileCase {
   const char* name;
   std::vector<pb::VolumeResponse> messages;
