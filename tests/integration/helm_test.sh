@@ -89,6 +89,7 @@ pass "every object valid against its model, no unknown field, the chart's checks
 # addresses that exist in a cluster alone are replaced.
 WORKER_BIN="${SECONDREAD_WORKER_BIN:-$BUILD_DIR/cmd/secondread-worker/secondread-worker}"
 worker_pid=""
+# shellcheck disable=SC2016 # expanded at exit, when a worker may still run
 it_also_on_exit '[ -n "$worker_pid" ] && kill -TERM "$worker_pid" 2>/dev/null'
 [ -x "$SECONDREAD_BIN" ] || fail "the node is not built at $SECONDREAD_BIN"
 [ -x "$WORKER_BIN" ] || fail "the worker is not built at $WORKER_BIN"
