@@ -216,7 +216,13 @@ function checkChart(file, objects) {
     }
     if (byKind("HorizontalPodAutoscaler").length) fail(file, "an HPA beside the ScaledObject");
     if (!byKind("TriggerAuthentication").length) fail(file, "no TriggerAuthentication");
-  } else if (byKind("ScaledObject").length) fail(file, "a ScaledObject without KEDA's API");
+  } else {
+    if (byKind("ScaledObject").length) fail(file, "a ScaledObject without KEDA's API");
+    // A Deployment without replicas is the autoscaler's; without KEDA that is an HPA.
+    const hpa = byKind("HorizontalPodAutoscaler")[0];
+    if (worker && worker.spec.replicas === undefined && !hpa) fail(file, "autoscaled workers without KEDA and without an HPA");
+    if (hpa && hpa.spec.minReplicas < 1) fail(file, "an HPA cannot scale to zero");
+  }
 
   if (name.startsWith("gpu")) {
     const c = worker?.spec.template.spec.containers[0];
