@@ -8,7 +8,8 @@
 # nothing on them; every SEG frame lies at the position of the source
 # instance it names and holds exactly the sphere's pixels there; the SR's
 # centroid lies inside the sphere. A series with a missing slice is refused
-# with its reason on the worklist API, and nothing of it reaches the PACS.
+# with its reason on the worklist API, and nothing of it reaches the PACS; so
+# is a series of two acquisitions at the same positions (4D).
 source "$(dirname "$0")/lib/common.sh"
 source "$(dirname "$0")/lib/orthanc.sh"
 source "$(dirname "$0")/lib/results.sh"
@@ -163,3 +164,19 @@ PY
 grep -q '"refusal":"missing_slices"' "$NODE/log/secondread.log" || fail "no log line with the refusal code"
 [ "$(sql "SELECT count(*) FROM exports")" = 1 ] || fail "an export for the gap series"
 pass "a series with a missing slice is refused with its reason, shown on the worklist API; nothing reaches the PACS"
+
+# Two acquisitions at the same positions (a 4D series): one SEG cannot lie on
+# two grids, so the read is refused with the reason, and nothing is sent.
+$PY "$IT_REPO/tools/gen_series.py" "$WORK/4d" --modality CT --slices 12 --rows 16 --columns 16 \
+  --defect two-acquisitions --seed 33 >/dev/null
+send "$WORK"/4d/*.dcm >/dev/null 2>&1 || fail "storescu two-acquisition series"
+wait_sql "SELECT count(*) FROM reads WHERE input = 'volume' AND state IN ('done', 'failed')" 3 180
+four_d=$(sql "SELECT r.id FROM reads r JOIN series se ON se.id = r.series_ref
+              WHERE se.series_instance_uid = '$($PY -c 'import glob,sys,pydicom; print(pydicom.dcmread(sorted(glob.glob(sys.argv[1] + "/*.dcm"))[0]).SeriesInstanceUID)' "$WORK/4d")'")
+[ -n "$four_d" ] || fail "no volume read for the two-acquisition series"
+[ "$(sql "SELECT state FROM reads WHERE id = $four_d")" = failed ] || fail "the two-acquisition series was read"
+error=$(sql "SELECT error FROM reads WHERE id = $four_d")
+grep -q "2 stacks" <<<"$error" || fail "the refusal does not say why: $error"
+grep -q '"refusal":"several_stacks"' "$NODE/log/secondread.log" || fail "no log line with the several_stacks code"
+[ "$(sql "SELECT count(*) FROM exports")" = 1 ] || fail "an export for the two-acquisition series"
+pass "a series of two acquisitions at the same positions is refused with its reason; nothing reaches the PACS"
