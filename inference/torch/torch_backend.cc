@@ -261,9 +261,9 @@ class TorchBackend final : public ModelBackend {
       at::Tensor p = logits.softmax(1);
       at::Tensor peak = p.amax({0, 2, 3, 4}).cpu();
       for (int64_t i = 0; i < n_labels; ++i) max_probability[static_cast<size_t>(i)] = peak[i + 1].item<float>();
-      label_map = p.argmax(1, /*keepdim=*/true).to(at::kFloat);
-      // Labels are categories: nearest, never interpolated into each other.
-      label_map = Resample(label_map, out_size, Interpolation::kNearest).to(at::kByte);
+      // Labels are categories: nearest, never interpolated into each other;
+      // gathered as bytes, the source grid being the largest tensor here.
+      label_map = ResampleLabels(p.argmax(1, /*keepdim=*/true).to(at::kByte), out_size);
     } else {
       probs = Resample(logits.sigmoid(), out_size, Interpolation::kLinear);
       at::Tensor peak = probs.amax({0, 2, 3, 4}).cpu();
@@ -296,8 +296,11 @@ class TorchBackend final : public ModelBackend {
     }
     out.label_map.assign(reinterpret_cast<const char*>(label_map.data_ptr<uint8_t>()),
                          static_cast<size_t>(label_map.numel()));
-    at::Tensor counts = at::bincount(label_map.flatten().to(at::kLong), {}, n_labels + 1).cpu();
-    for (int64_t i = 0; i < n_labels; ++i) out.voxel_count.push_back(static_cast<uint64_t>(counts[i + 1].item<int64_t>()));
+    // One byte comparison per label, counted without widening: a bincount
+    // or a sum would first turn every voxel into a 64-bit integer.
+    for (int64_t i = 0; i < n_labels; ++i) {
+      out.voxel_count.push_back(static_cast<uint64_t>(at::count_nonzero(label_map.eq(i + 1)).item<int64_t>()));
+    }
     out.max_probability = std::move(max_probability);
     if (probs.defined()) {
       at::Tensor bytes = UndoReorient(probs, plan).mul(255).round().clamp(0, 255).to(at::kByte).cpu().contiguous();

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 namespace secondread::inference::torch_backend {
 
@@ -102,6 +103,35 @@ at::Tensor Resample(const at::Tensor& volume, const Size3& size, Interpolation m
   const std::vector<int64_t> out(size.begin(), size.end());
   if (mode == Interpolation::kNearest) return at::upsample_nearest3d(volume, out);
   return at::upsample_trilinear3d(volume, out, /*align_corners=*/false);
+}
+
+namespace {
+
+// The source index PyTorch's nearest upsampling takes for each output index
+// (upsample_nearest3d without scales: a float32 ratio, floor, clamp), so
+// that gathering reproduces it exactly.
+at::Tensor NearestIndices(int64_t in, int64_t out) {
+  std::vector<int64_t> idx(static_cast<size_t>(out));
+  const float scale = static_cast<float>(in) / static_cast<float>(out);
+  for (int64_t i = 0; i < out; ++i) {
+    idx[static_cast<size_t>(i)] =
+        in == out ? i : std::min(static_cast<int64_t>(std::floor(static_cast<float>(i) * scale)), in - 1);
+  }
+  return at::tensor(idx, at::kLong);
+}
+
+}  // namespace
+
+at::Tensor ResampleLabels(const at::Tensor& labels, const Size3& size) {
+  at::Tensor v = labels;
+  // Innermost axis first, while the tensor is smallest; gathering whole
+  // slices along the outer axes is then plain copying.
+  for (int64_t axis = 2; axis >= 0; --axis) {
+    const int64_t in = v.size(2 + axis);
+    const int64_t out = size[static_cast<size_t>(axis)];
+    if (in != out) v = v.index_select(2 + axis, NearestIndices(in, out).to(v.device()));
+  }
+  return v;
 }
 
 at::Tensor ApplyIntensity(const at::Tensor& volume, const VolumeConfig& c) {

@@ -49,6 +49,12 @@ Size3 ResampledSize(const Size3& size, const Spacing3& spacing, const Spacing3& 
 // nearest resampling to `size`.
 at::Tensor Resample(const at::Tensor& volume, const Size3& size, Interpolation mode);
 
+// Nearest resampling of a uint8 label map [N, C, D, H, W] to `size`, voxel
+// for voxel what Resample(kNearest) gives on the same values as float, but
+// gathered in bytes: a label map on a 512 x 512 x 300 source grid is 79 MB
+// here against 315 MB of float and three passes over it.
+at::Tensor ResampleLabels(const at::Tensor& labels, const Size3& size);
+
 // The manifest's intensity transform; statistics are per volume.
 at::Tensor ApplyIntensity(const at::Tensor& volume, const VolumeConfig& config);
 

@@ -82,6 +82,20 @@ TEST(VolumeOpsTest, TrilinearAndNearestResamplingMatchTheReference) {
   EXPECT_TRUE(Resample(v, {3, 4, 5}, Interpolation::kLinear).equal(v));
 }
 
+TEST(VolumeOpsTest, LabelResamplingIsNearestResamplingInBytes) {
+  // Labels 0..4 in a pattern with no symmetry, on grids that shrink, grow by
+  // whole and by fractional factors, and keep an axis.
+  const at::Tensor labels = at::arange(7 * 11 * 13, at::kLong).remainder(5).view({1, 1, 7, 11, 13}).to(at::kByte);
+  for (const Size3& size : {Size3{7, 11, 13}, Size3{3, 5, 6}, Size3{14, 22, 26}, Size3{10, 17, 29}, Size3{7, 4, 40},
+                            Size3{1, 1, 1}, Size3{300, 31, 9}}) {
+    const at::Tensor got = ResampleLabels(labels, size);
+    const at::Tensor want = Resample(labels.to(at::kFloat), size, Interpolation::kNearest).to(at::kByte);
+    ASSERT_EQ(got.sizes(), want.sizes());
+    EXPECT_TRUE(got.equal(want)) << size[0] << "x" << size[1] << "x" << size[2];
+    EXPECT_EQ(got.scalar_type(), at::kByte);
+  }
+}
+
 TEST(VolumeOpsTest, ResampledSizeKeepsTheExtent) {
   EXPECT_EQ(ResampledSize({40, 100, 100}, {2.5, 0.8, 0.8}, {1.5, 1.0, 1.0}), (Size3{67, 80, 80}));
   EXPECT_EQ(ResampledSize({40, 100, 100}, {2.5, 0.8, 0.8}, {0, 0, 0}), (Size3{40, 100, 100}));
