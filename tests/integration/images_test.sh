@@ -80,6 +80,8 @@ sed -i -e "s/^  port: 11112/  port: $DICOM_PORT/" -e "s/^  port: 9090/  port: $H
   -e "s/- PACS@127.0.0.1/- STORESCU@127.0.0.1/" -e "s/127.0.0.1:50051/127.0.0.1:$GRPC_PORT/" \
   -e "s/min_free_bytes: 20GiB/min_free_bytes: 64MiB/" "$ETC/secondread.yaml"
 sed -i -e "s/127.0.0.1:50051/127.0.0.1:$GRPC_PORT/" -e "s/port: 9091/port: $WORKER_HTTP/" "$ETC/worker.yaml"
+# Host networking shares the host's ports: the worklist API on a free one.
+printf 'api:\n  port: 0\n' >>"$ETC/secondread.yaml"
 RUN=("${PODMAN[@]}" run --network host --read-only --cap-drop=all --security-opt no-new-privileges
   -v "$ETC:/etc/secondread:ro")
 
