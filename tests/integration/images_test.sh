@@ -17,7 +17,7 @@ START=$(date +%s)
 export CONTAINERS_CONF="$IT_REPO/packaging/containers/containers.conf"
 PODMAN=(podman --root "$WORK/storage" --runroot "$WORK/run" --storage-driver vfs)
 it_also_on_exit '"${PODMAN[@]}" rm -a -f -t 5 >/dev/null 2>&1; "${PODMAN[@]}" rmi -a -f >/dev/null 2>&1;
-  rm -rf "$WORK/storage" "$WORK/run"'
+  rm -rf "$WORK/storage" "$WORK/run" "$WORK/images" "$WORK/deb"'
 
 VERSION=$(sed -n 's/^project(secondread VERSION \([0-9.]*\).*/\1/p' "$IT_REPO/CMakeLists.txt")
 REVISION=$(git -C "$IT_REPO" rev-parse HEAD)
