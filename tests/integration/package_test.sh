@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# The Debian package on a bare Debian 12: scripts/package-deb builds it;
-# mmdebstrap makes a clean Debian 12 root file system (with systemd, as a
-# server has) and apt installs the package into it, pulling its Depends from
-# Debian. There: the package is installed, the system user and the spool
-# exist with the right owners, the units pass systemd-analyze verify with
-# the hardening and no capability (port-104.conf grants only
+# The Debian packages on a bare Debian 12: scripts/package-deb builds the
+# node's (secondread) and the worker's (secondread-worker), each with only
+# its own binary's Depends, so the node does not pull LibTorch; mmdebstrap
+# makes a clean Debian 12 root file system (with systemd, as a server has)
+# and apt installs the node's package, then the worker's, pulling their
+# Depends from Debian. There: the packages are installed, the system user
+# and the spool exist with the right owners, the units pass systemd-analyze
+# verify with the hardening and no capability (port-104.conf grants only
 # CAP_NET_BIND_SERVICE); then, as the units' own ExecStart lines run as the
 # secondread user, `secondread version` and `migrate` work against the test
 # PostgreSQL, the worker serves the packaged reference models and `serve`
-# reads a chest radiograph sent to it end to end. Removing the package stops
-# nothing it should not and keeps the spool.
+# reads a chest radiograph sent to it end to end. Purging the packages
+# removes their files and keeps the spool.
 source "$(dirname "$0")/lib/common.sh"
 source "$(dirname "$0")/lib/results.sh"
 it_setup "$@"
@@ -19,34 +21,51 @@ CHROOT_PIDS=()
 it_also_on_exit 'for p in "${CHROOT_PIDS[@]}"; do kill "$p" 2>/dev/null; done; sleep 1;
   mountpoint -q "$ROOT/proc" && umount -l "$ROOT/proc"; rm -rf "$ROOT"'
 
-DEB=$("$IT_REPO/scripts/package-deb" "$WORK/deb") || fail "scripts/package-deb failed"
+debs=$("$IT_REPO/scripts/package-deb" "$WORK/deb") || fail "scripts/package-deb failed"
 VERSION=$(sed -n 's/^project(secondread VERSION \([0-9.]*\).*/\1/p' "$IT_REPO/CMakeLists.txt")
-[ "$(basename "$DEB")" = "secondread_${VERSION}_amd64.deb" ] || fail "package name $(basename "$DEB")"
-info=$(dpkg-deb --info "$DEB")
-grep -q '^ Depends: .*libdcmtk17.*libtorch1.13' <<<"$info" || fail "Depends lacks the libraries: $(grep Depends <<<"$info")"
+DEB="$WORK/deb/secondread_${VERSION}_amd64.deb"
+WDEB="$WORK/deb/secondread-worker_${VERSION}_amd64.deb"
+[ "$debs" = "$DEB"$'\n'"$WDEB" ] || fail "package-deb wrote: $debs"
+depends=$(dpkg-deb -f "$DEB" Depends)
+grep -q 'libdcmtk17' <<<"$depends" || fail "the node's Depends lack DCMTK: $depends"
+grep -q 'libtorch' <<<"$depends" && fail "the node's Depends pull LibTorch: $depends"
+wdepends=$(dpkg-deb -f "$WDEB" Depends)
+grep -q 'libtorch1.13' <<<"$wdepends" || fail "the worker's Depends lack LibTorch: $wdepends"
+grep -q 'libdcmtk\|libpqxx\|libgdcm' <<<"$wdepends" && fail "the worker's Depends pull the node's libraries: $wdepends"
 contents=$(dpkg-deb --contents "$DEB")
-for f in ./usr/bin/secondread ./usr/bin/secondread-worker ./etc/secondread/secondread.yaml ./etc/secondread/worker.yaml \
-  ./lib/systemd/system/secondread.service ./lib/systemd/system/secondread-worker.service \
-  ./lib/systemd/system/secondread-migrate.service ./usr/share/secondread/models/synthetic-nodule-demo/model.yaml \
-  ./usr/share/secondread/models/synthetic-lesion3d-ct/model.yaml; do
-  grep -q " $f\$" <<<"$contents" || fail "the package lacks $f"
+for f in ./usr/bin/secondread ./etc/secondread/secondread.yaml ./lib/systemd/system/secondread.service \
+  ./lib/systemd/system/secondread-migrate.service ./usr/share/secondread/systemd/port-104.conf; do
+  grep -q " $f\$" <<<"$contents" || fail "the node's package lacks $f"
 done
-pass "scripts/package-deb builds $(basename "$DEB") ($(du -h "$DEB" | cut -f1)) with its binaries, models, configuration and units"
+grep -q 'secondread-worker\|/models/' <<<"$contents" && fail "the node's package holds the worker's files"
+wcontents=$(dpkg-deb --contents "$WDEB")
+for f in ./usr/bin/secondread-worker ./etc/secondread/worker.yaml ./lib/systemd/system/secondread-worker.service \
+  ./usr/share/secondread/models/synthetic-nodule-demo/model.yaml ./usr/share/secondread/models/synthetic-lesion3d-ct/model.yaml; do
+  grep -q " $f\$" <<<"$wcontents" || fail "the worker's package lacks $f"
+done
+grep -q ' ./usr/bin/secondread$' <<<"$wcontents" && fail "the worker's package holds the node"
+pass "scripts/package-deb builds $(basename "$DEB") ($(du -h "$DEB" | cut -f1)) and $(basename "$WDEB") ($(du -h "$WDEB" | cut -f1)), each with its own binary's Depends"
 
 # A clean Debian 12 with systemd; the host's package cache spares downloads.
 mmdebstrap --variant=apt --mode=root --include=systemd --skip=cleanup/apt/cache \
   --setup-hook='mkdir -p "$1"/var/cache/apt/archives && { cp -l /var/cache/apt/archives/*.deb "$1"/var/cache/apt/archives/ 2>/dev/null || cp /var/cache/apt/archives/*.deb "$1"/var/cache/apt/archives/ 2>/dev/null || true; }' \
-  --customize-hook="cp '$DEB' \"\$1\"/tmp/" \
+  --customize-hook="cp '$DEB' '$WDEB' \"\$1\"/tmp/" \
   --customize-hook="chroot \"\$1\" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends /tmp/$(basename "$DEB")" \
+  --customize-hook="chroot \"\$1\" dpkg-query -W -f '\${Package}\\n' >'$WORK/node-only.packages'" \
+  --customize-hook="chroot \"\$1\" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends /tmp/$(basename "$WDEB")" \
   bookworm "$ROOT" >"$WORK/mmdebstrap.log" 2>&1 || { tail -n 30 "$WORK/mmdebstrap.log" >&2; fail "mmdebstrap or apt install failed"; }
 in_root() { chroot "$ROOT" "$@"; }
-[ "$(in_root dpkg-query -W -f '${Status} ${Version}' secondread)" = "install ok installed $VERSION" ] ||
-  fail "dpkg: $(in_root dpkg-query -W -f '${Status} ${Version}' secondread)"
+grep -qx secondread "$WORK/node-only.packages" || fail "the node's package was not installed alone first"
+grep -q '^libtorch' "$WORK/node-only.packages" && fail "installing the node pulled $(grep '^libtorch' "$WORK/node-only.packages")"
+for p in secondread secondread-worker; do
+  [ "$(in_root dpkg-query -W -f '${Status} ${Version}' $p)" = "install ok installed $VERSION" ] ||
+    fail "dpkg: $p $(in_root dpkg-query -W -f '${Status} ${Version}' $p)"
+done
 in_root getent passwd secondread | grep -q ':/var/lib/secondread:/usr/sbin/nologin$' ||
   fail "system user: $(in_root getent passwd secondread)"
 [ "$(in_root stat -c '%U:%G %a' /var/lib/secondread/spool)" = "secondread:secondread 750" ] ||
   fail "spool: $(in_root stat -c '%U:%G %a' /var/lib/secondread/spool)"
-pass "apt installs it on a clean Debian 12 with its Depends; the secondread system user owns the spool"
+pass "apt installs the node without LibTorch, then the worker, on a clean Debian 12 with their Depends; the secondread system user owns the spool"
 
 verify=$(in_root systemd-analyze verify /lib/systemd/system/secondread.service /lib/systemd/system/secondread-worker.service \
   /lib/systemd/system/secondread-migrate.service 2>&1) || fail "systemd-analyze verify: $verify"
@@ -115,8 +134,8 @@ for p in "${CHROOT_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
 wait 2>/dev/null || true
 CHROOT_PIDS=()
 umount "$ROOT/proc"
-in_root env DEBIAN_FRONTEND=noninteractive dpkg --purge secondread >"$WORK/purge.log" 2>&1 || { cat "$WORK/purge.log" >&2; fail "dpkg --purge"; }
-[ ! -e "$ROOT/usr/bin/secondread" ] || fail "the binary survived the purge"
+in_root env DEBIAN_FRONTEND=noninteractive dpkg --purge secondread-worker secondread >"$WORK/purge.log" 2>&1 || { cat "$WORK/purge.log" >&2; fail "dpkg --purge"; }
+[ ! -e "$ROOT/usr/bin/secondread" ] && [ ! -e "$ROOT/usr/bin/secondread-worker" ] || fail "a binary survived the purge"
 [ -n "$(find "$ROOT/var/lib/secondread/spool" -name '*.dcm')" ] || fail "the purge removed the spool, which holds patient data"
-pass "purging the package removes its files and keeps the spool for the hospital to dispose of"
+pass "purging the packages removes their files and keeps the spool for the hospital to dispose of"
 finish
