@@ -272,10 +272,16 @@ class TorchBackend final : public ModelBackend {
       for (const auto& l : labels) thresholds.push_back(static_cast<float>(l.threshold));
       at::Tensor t = at::tensor(thresholds, probs.options()).view({1, n_labels, 1, 1, 1});
       // The label map gives each voxel its most probable label among those at
-      // or above their own threshold.
-      at::Tensor eligible = at::where(probs >= t, probs, at::full_like(probs, -1.0f));
-      auto [best, index] = eligible.max(1, /*keepdim=*/true);
-      label_map = at::where(best >= 0, index + 1, at::zeros_like(index)).to(at::kByte);
+      // or above their own threshold. With one label that is the threshold
+      // alone, taken in bytes: the general form passes over 64-bit indices
+      // as large as the source grid several times.
+      if (n_labels == 1) {
+        label_map = probs.ge(t).to(at::kByte);
+      } else {
+        at::Tensor eligible = at::where(probs >= t, probs, at::full_like(probs, -1.0f));
+        auto [best, index] = eligible.max(1, /*keepdim=*/true);
+        label_map = at::where(best >= 0, index + 1, at::zeros_like(index)).to(at::kByte);
+      }
     }
 
     // Back into the source's orientation.
@@ -303,7 +309,10 @@ class TorchBackend final : public ModelBackend {
     }
     out.max_probability = std::move(max_probability);
     if (probs.defined()) {
-      at::Tensor bytes = UndoReorient(probs, plan).mul(255).round().clamp(0, 255).to(at::kByte).cpu().contiguous();
+      // In place, then reoriented as bytes: the maps are no longer needed as
+      // floats, and a quarter of the memory moves in the permutation.
+      probs.mul_(255).round_().clamp_(0, 255);
+      at::Tensor bytes = UndoReorient(probs.to(at::kByte), plan).cpu().contiguous();
       const auto per_map = static_cast<size_t>(bytes.numel() / n_labels);
       const char* base = reinterpret_cast<const char*>(bytes.data_ptr<uint8_t>());
       for (int64_t i = 0; i < n_labels; ++i) out.probabilities.emplace_back(base + static_cast<size_t>(i) * per_map, per_map);

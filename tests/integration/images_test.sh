@@ -42,7 +42,8 @@ for img in "$NODE_IMG" "$WORKER_IMG"; do
     fail "$img: revision label $(label "$img" revision), the tree is at $REVISION"
   for l in title created description; do [ -n "$(label "$img" "$l")" ] || fail "$img: no $l label"; done
   user=$("${PODMAN[@]}" image inspect --format '{{.Config.User}}' "$img")
-  [[ "$user" =~ ^[1-9][0-9]*:[0-9]+$ ]] || fail "$img runs as '$user', not a numeric non-root uid"
+  # The fixed id the chart's securityContext names (runAsUser, fsGroup).
+  [ "$user" = "10001:10001" ] || fail "$img runs as '$user', not the numeric non-root 10001:10001"
   [ "$("${PODMAN[@]}" run --rm --network none --entrypoint /usr/bin/id "$img" -u)" = "${user%%:*}" ] ||
     fail "$img: a container does not run as $user"
   compilers=$("${PODMAN[@]}" run --rm --network none --entrypoint /bin/sh "$img" -c \
