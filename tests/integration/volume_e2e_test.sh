@@ -58,14 +58,7 @@ wait_sql "SELECT count(*) FROM exports WHERE state = 'sent'" 1 120
 pass "the CT volume was read: SEG, SR and one key-slice SC written, flagged, exported"
 
 # What Orthanc holds, fetched back from it.
-mkdir -p "$WORK/pacs"
-while read -r kind uid; do
-  id=$(curl -fsS -X POST "$ORTHANC_URL/tools/lookup" -d "$uid" |
-    $PY -c 'import json,sys; r=[x for x in json.load(sys.stdin) if x["Type"]=="Instance"]; print(r[0]["ID"] if r else "")')
-  [ -n "$id" ] || fail "Orthanc does not hold the $kind $uid"
-  curl -fsS "$ORTHANC_URL/instances/$id/file" -o "$WORK/pacs/$kind.dcm" || fail "fetch the $kind from Orthanc"
-  check_dciodvfy "$WORK/pacs/$kind.dcm" "the $kind"
-done < <(sql "SELECT kind || ' ' || sop_instance_uid FROM result_objects")
+fetch_results_from_orthanc "$WORK/pacs" "SELECT kind || ' ' || sop_instance_uid FROM result_objects"
 pass "Orthanc holds the SEG, the SR and the SC, and dciodvfy reports nothing on them"
 
 $PY - "$WORK/pacs" "$WORK/ct" "$LESION" <<'PY' || fail "the results are not where the lesion is"

@@ -134,3 +134,17 @@ applicability:
 instance_group: {kind: cpu, count: 1}
 YAML
 }
+
+# Fetches from Orthanc each result object the query lists ("kind
+# sop_instance_uid" rows) into DIR/<kind>.dcm, and checks each with dciodvfy.
+fetch_results_from_orthanc() {  # dir query
+  local kind uid id
+  mkdir -p "$1"
+  while read -r kind uid; do
+    id=$(curl -fsS -X POST "$ORTHANC_URL/tools/lookup" -d "$uid" |
+      $PY -c 'import json,sys; r=[x for x in json.load(sys.stdin) if x["Type"]=="Instance"]; print(r[0]["ID"] if r else "")')
+    [ -n "$id" ] || fail "Orthanc does not hold the $kind $uid"
+    curl -fsS "$ORTHANC_URL/instances/$id/file" -o "$1/$kind.dcm" || fail "fetch the $kind from Orthanc"
+    check_dciodvfy "$1/$kind.dcm" "the $kind"
+  done < <(sql "$2")
+}
