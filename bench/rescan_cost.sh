@@ -11,19 +11,9 @@ set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 N=${1:-100000}
 D=$(mktemp -d /tmp/rescan-bench.XXXXXX)
-cleanup() {
-  "$REPO/scripts/dev-down" "$D" >/dev/null 2>&1 || true
-  if [ -L "$D/pg" ]; then
-    local real
-    real=$(readlink -f "$D/pg")
-    case "$real" in /tmp/secondread-pg.*) rm -rf "$real" ;; esac
-  fi
-  rm -rf "$D"
-}
-trap cleanup EXIT
-"$REPO/scripts/dev-up" "$D" --db-only --no-worker >/dev/null
-# shellcheck disable=SC1091
-source "$D/pg.env"
+source "$REPO/scripts/lib.sh"
+trap 'private_db_down "$D"' EXIT
+private_db_up "$D"
 psql "$SECONDREAD_DATABASE_URL" -qAt -v ON_ERROR_STOP=1 >/dev/null <<SQL
 INSERT INTO associations (association_uid, calling_ae, called_ae, peer_host) VALUES ('bench', 'B', 'S', '127.0.0.1');
 INSERT INTO patients (patient_id) VALUES ('P');

@@ -17,19 +17,9 @@ QUEUED=${1:-20000}
 HISTORY=${2:-1000000}
 SECONDS_EACH=${3:-10}
 D=$(mktemp -d /tmp/scaler-bench.XXXXXX)
-cleanup() {
-  "$REPO/scripts/dev-down" "$D" >/dev/null 2>&1 || true
-  if [ -L "$D/pg" ]; then
-    local real
-    real=$(readlink -f "$D/pg")
-    case "$real" in /tmp/secondread-pg.*) rm -rf "$real" ;; esac
-  fi
-  rm -rf "$D"
-}
-trap cleanup EXIT
-"$REPO/scripts/dev-up" "$D" --db-only --no-worker >/dev/null
-# shellcheck disable=SC1091
-source "$D/pg.env"
+source "$REPO/scripts/lib.sh"
+trap 'private_db_down "$D"' EXIT
+private_db_up "$D"
 URL=$SECONDREAD_DATABASE_URL
 
 mapfile -t QUERIES < <(sed -n 's/^ *query: "\(.*\)"$/\1/p' "$REPO/helm/secondread/templates/worker-scaling.yaml")

@@ -34,3 +34,21 @@ wait_http_ok() {  # url timeout_s
   done
   return 1
 }
+
+# A private, migrated PostgreSQL in DIR for a benchmark (dev-up --db-only);
+# sets SECONDREAD_DATABASE_URL. private_db_down stops whatever dev-up started
+# in DIR, removes the server's data where dev-up kept it outside DIR, and DIR.
+private_db_up() {  # dir
+  "$REPO_ROOT/scripts/dev-up" "$1" --db-only --no-worker >/dev/null
+  # shellcheck disable=SC1091
+  source "$1/pg.env"
+}
+private_db_down() {  # dir
+  "$REPO_ROOT/scripts/dev-down" "$1" >/dev/null 2>&1 || true
+  if [ -L "$1/pg" ]; then
+    local real
+    real=$(readlink -f "$1/pg")
+    case "$real" in /tmp/secondread-pg.*) rm -rf "$real" ;; esac
+  fi
+  rm -rf "$1"
+}
