@@ -221,6 +221,50 @@ absl::Status ParsePipeline(config::ConfigTree& t, worklist::PipelineOptions& p, 
   return absl::OkStatus();
 }
 
+absl::Status ParseOidc(config::ConfigTree& t, worklist::OidcOptions& o) {
+  ASSIGN_OR_RETURN(o.issuer, t.String("api.oidc.issuer", ""));
+  ASSIGN_OR_RETURN(o.audience, t.String("api.oidc.audience", ""));
+  ASSIGN_OR_RETURN(o.jwks_file, t.String("api.oidc.jwks_file", ""));
+  ASSIGN_OR_RETURN(o.jwks_url, t.String("api.oidc.jwks_url", ""));
+  ASSIGN_OR_RETURN(o.jwks_ca_file, t.String("api.oidc.jwks_ca_file", ""));
+  ASSIGN_OR_RETURN(int64_t refresh, t.Int("api.oidc.jwks_refresh_seconds", o.jwks_refresh_s, 1, 86400));
+  ASSIGN_OR_RETURN(int64_t min_refresh, t.Int("api.oidc.jwks_min_refresh_seconds", o.jwks_min_refresh_s, 1, 3600));
+  ASSIGN_OR_RETURN(int64_t timeout, t.Int("api.oidc.jwks_timeout_seconds", o.jwks_timeout_s, 1, 60));
+  ASSIGN_OR_RETURN(int64_t skew, t.Int("api.oidc.clock_skew_seconds", o.clock_skew_s, 0, 600));
+  o.jwks_refresh_s = static_cast<int>(refresh);
+  o.jwks_min_refresh_s = static_cast<int>(min_refresh);
+  o.jwks_timeout_s = static_cast<int>(timeout);
+  o.clock_skew_s = static_cast<int>(skew);
+  ASSIGN_OR_RETURN(o.username_claim, t.String("api.oidc.username_claim", o.username_claim));
+  ASSIGN_OR_RETURN(o.roles_claim, t.String("api.oidc.roles_claim", o.roles_claim));
+  ASSIGN_OR_RETURN(o.radiologist_values, t.StringList("api.oidc.roles.radiologist", {}));
+  ASSIGN_OR_RETURN(o.admin_values, t.StringList("api.oidc.roles.admin", {}));
+  const bool any = !o.audience.empty() || !o.jwks_file.empty() || !o.jwks_url.empty() ||
+                   !o.radiologist_values.empty() || !o.admin_values.empty();
+  if (o.issuer.empty()) {
+    if (any) return absl::InvalidArgumentError("api.oidc.* is set but api.oidc.issuer is not");
+    return absl::OkStatus();
+  }
+  if (o.audience.empty()) return absl::InvalidArgumentError("api.oidc.audience must be set with api.oidc.issuer");
+  if (o.jwks_file.empty() == o.jwks_url.empty()) {
+    return absl::InvalidArgumentError("set exactly one of api.oidc.jwks_file and api.oidc.jwks_url");
+  }
+  // Keys fetched in the clear could be swapped by anyone on the path.
+  if (!o.jwks_url.empty() && o.jwks_url.rfind("https://", 0) != 0) {
+    return absl::InvalidArgumentError("api.oidc.jwks_url must be an https:// URL");
+  }
+  if (!o.jwks_ca_file.empty() && o.jwks_url.empty()) {
+    return absl::InvalidArgumentError("api.oidc.jwks_ca_file goes with api.oidc.jwks_url");
+  }
+  if (o.radiologist_values.empty() && o.admin_values.empty()) {
+    return absl::InvalidArgumentError("api.oidc.roles.radiologist or api.oidc.roles.admin must list claim values");
+  }
+  if (o.username_claim.empty() || o.roles_claim.empty()) {
+    return absl::InvalidArgumentError("api.oidc.username_claim and api.oidc.roles_claim must not be empty");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ParseApi(config::ConfigTree& t, worklist::ApiOptions& api) {
   ASSIGN_OR_RETURN(api.enabled, t.Bool("api.enabled", api.enabled));
   ASSIGN_OR_RETURN(api.http.bind, t.String("api.bind", api.http.bind));
@@ -260,9 +304,23 @@ absl::Status ParseApi(config::ConfigTree& t, worklist::ApiOptions& api) {
       hex = hex && std::isxdigit(static_cast<unsigned char>(c));
     }
     if (!hex) return absl::InvalidArgumentError(k + "sha256 must be 64 hexadecimal digits (the token's SHA-256)");
+    ASSIGN_OR_RETURN(std::string expires, t.String(k + "expires", ""));
+    if (!expires.empty()) {
+      token.expires_unix = worklist::ParseTimestamp(expires);
+      if (!token.expires_unix) {
+        return absl::InvalidArgumentError(k + "expires must be a date (2027-06-30) or an RFC 3339 time");
+      }
+    }
     api.tokens.push_back(std::move(token));
   }
-  return absl::OkStatus();
+  ASSIGN_OR_RETURN(int64_t default_days, t.Int("api.issued_tokens.default_lifetime_days", 30, 1, 3650));
+  ASSIGN_OR_RETURN(int64_t max_days, t.Int("api.issued_tokens.max_lifetime_days", 365, 1, 3650));
+  if (default_days > max_days) {
+    return absl::InvalidArgumentError("api.issued_tokens.default_lifetime_days is over max_lifetime_days");
+  }
+  api.issued_token_default_lifetime_s = default_days * 86400;
+  api.issued_token_max_lifetime_s = max_days * 86400;
+  return ParseOidc(t, api.oidc);
 }
 
 }  // namespace

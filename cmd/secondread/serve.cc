@@ -11,6 +11,7 @@
 #include "scp/send/store_scu.h"
 #include "worklist/review/performance_gauges.h"
 #include "worklist/review/review_store.h"
+#include "worklist/review/token_store.h"
 #include "worklist/db/migrations.h"
 #include "worklist/db/registry.h"
 
@@ -84,14 +85,25 @@ absl::Status Serve(const NodeOptions& options) {
     log::Warn("audit_log_unprotected", {{"login_can", std::string(audit.message())},
                                         {"hint", "see \"The audit log's owner\" in docs/configuration.md"}});
   }
+  worklist::PgTokenStore token_store(&api_pool);
+  worklist::AuditLogSignIns sign_in_audit(&review_store);
   ASSIGN_OR_RETURN(auto result_files, worklist::ResultFiles::Open(options.spool.dir));
   std::unique_ptr<HttpServer> api;
   worklist::PerformanceGauges gauges(&review_store, metrics, std::chrono::seconds(options.api.performance_refresh_s));
   if (options.api.enabled) {
+    std::shared_ptr<worklist::OidcVerifier> oidc;
+    if (options.api.oidc.enabled()) {
+      oidc = std::make_shared<worklist::OidcVerifier>(options.api.oidc, worklist::MakeJwksFetcher(options.api.oidc));
+      // Not fatal: the identity provider may come up after the node.
+      size_t keys = oidc->KeyCount();
+      log::Info("oidc_sign_in", {{"issuer", options.api.oidc.issuer}, {"keys", keys}});
+      if (keys == 0) log::Warn("oidc_no_keys", {{"hint", "check api.oidc.jwks_file or api.oidc.jwks_url"}});
+    }
+    auto sign_in = std::make_shared<worklist::SignIn>(options.api.tokens, oidc, &token_store, &sign_in_audit);
     auto routes = worklist::WorklistRoutes(
         options.api, &review_store, &result_files,
         [](const std::string& path) { return scp::RenderPng(path, 1600); },
-        [&]() -> absl::Status { return registry.Ping(); });
+        [&]() -> absl::Status { return registry.Ping(); }, sign_in, &token_store);
     ASSIGN_OR_RETURN(api, HttpServer::Start(options.api.http, std::move(routes), &metrics));
     gauges.Start();
     log::Info("api_listening", {{"bind", options.api.http.bind},

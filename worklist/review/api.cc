@@ -29,7 +29,6 @@ namespace {
 
 using nlohmann::json;
 
-constexpr size_t kMaxTokenLength = 512;
 constexpr size_t kMaxFilterLength = 64;
 constexpr size_t kMaxCommentChars = 2000;
 constexpr int64_t kMaxOffset = 1000000;
@@ -38,11 +37,11 @@ constexpr char kPageCsp[] =
     "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'; "
     "base-uri 'none'; form-action 'self'";
 
-enum class Permission { kRead, kReview, kAudit };
+enum class Permission { kRead, kReview, kAudit, kManageTokens };
 
 bool Allowed(const std::string& role, Permission p) {
   if (role == "radiologist") return p == Permission::kRead || p == Permission::kReview;
-  if (role == "admin") return p == Permission::kRead || p == Permission::kAudit;
+  if (role == "admin") return p == Permission::kRead || p == Permission::kAudit || p == Permission::kManageTokens;
   return false;
 }
 
@@ -250,18 +249,25 @@ struct Context {
   const ResultFiles* results = nullptr;
   PngRenderer render_png;
   std::function<absl::Status()> readiness;
+  std::shared_ptr<SignIn> sign_in;
+  TokenStore* token_store = nullptr;
   // Anyone can provoke 401s at will; at most ten lines a second each.
   LogRateLimiter denied_log{10};
 };
 
 using Guarded = std::function<HttpResponse(const HttpRequest&, const Actor&)>;
 
-void LogDenied(Context& ctx, int status, const HttpRequest& req, const std::string& client, const std::string& token) {
+void LogDenied(Context& ctx, int status, const HttpRequest& req, const std::string& client, const std::string& token,
+               const SignIn::Refusal* refusal = nullptr) {
   int64_t suppressed = 0;
   if (!ctx.denied_log.Allow(std::to_string(status), suppressed)) return;
   json fields = {{"status", status}, {"peer", client}, {"method", req.method}, {"path", req.path.substr(0, 128)}};
   if (client != req.remote_addr) fields["proxy"] = req.remote_addr;
   if (!token.empty()) fields["token"] = token;
+  if (refusal != nullptr) {
+    fields["reason"] = refusal->reason;
+    fields["sign_in"] = refusal->method;
+  }
   if (suppressed > 0) fields["suppressed"] = suppressed;
   log::Warn("api_denied", fields);
 }
@@ -277,16 +283,25 @@ HttpHandler Protect(std::shared_ptr<Context> ctx, Permission permission, Guarded
       return res;
     }
     std::string client = ClientAddress(req, ctx->options.trusted_proxies);
-    auto token = Authenticate(ctx->options.tokens, req.Header("authorization"));
-    if (!token) {
-      LogDenied(*ctx, 401, req, client, "");
+    SignIn::Refusal refusal;
+    auto who = ctx->sign_in->Authenticate(req, client, refusal);
+    if (!who) {
+      LogDenied(*ctx, refusal.status, req, client, refusal.user, &refusal);
+      if (refusal.status == 503) {
+        return HttpResponse::Error(503, "unavailable", "the database is unavailable; retry shortly");
+      }
       return Unauthenticated();
     }
-    if (!Allowed(token->role, permission)) {
-      LogDenied(*ctx, 403, req, client, token->name);
+    // A user with several roles acts in the first one this request needs.
+    const std::string* role = nullptr;
+    for (const auto& r : who->roles) {
+      if (role == nullptr && Allowed(r, permission)) role = &r;
+    }
+    if (role == nullptr) {
+      LogDenied(*ctx, 403, req, client, who->name);
       return HttpResponse::Error(403, "forbidden");
     }
-    Actor actor{token->name, token->role, client};
+    Actor actor{who->name, *role, client};
     return fn(req, actor);
   };
 }
@@ -440,42 +455,73 @@ HttpResponse GetAudit(Context& ctx, const HttpRequest& req, const Actor& actor) 
   return Answer(ctx.store->AuditLog(static_cast<int>(limit), static_cast<int>(offset), study_id, actor), 200, "audit");
 }
 
-}  // namespace
+// ---- issued tokens ----------------------------------------------------------
 
-std::optional<ApiToken> Authenticate(const std::vector<ApiToken>& tokens, const std::string& authorization_header) {
-  constexpr std::string_view kScheme = "bearer ";
-  const std::string& h = authorization_header;
-  if (h.size() <= kScheme.size() || h.size() > kScheme.size() + kMaxTokenLength) return std::nullopt;
-  for (size_t i = 0; i + 1 < kScheme.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(h[i])) != kScheme[i]) return std::nullopt;
-  }
-  if (h[kScheme.size() - 1] != ' ') return std::nullopt;
-  std::string_view token = std::string_view(h).substr(kScheme.size());
-  for (unsigned char c : token) {
-    if (c < 0x21 || c > 0x7e) return std::nullopt;  // printable, no spaces
-  }
-  const std::string hash = Sha256Hex(token);  // 64 lower-case hex characters
-
-  // Every entry is compared over all 64 characters, whatever differs first.
-  // Configured hashes may be upper-case hex: OR-ing 0x20 lower-cases A-F and
-  // leaves digits unchanged.
-  size_t match = tokens.size();
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    const std::string& expected = tokens[i].sha256;
-    unsigned diff = expected.size() == hash.size() ? 0u : 1u;
-    for (size_t k = 0; k < hash.size(); ++k) {
-      unsigned char e = k < expected.size() ? static_cast<unsigned char>(expected[k]) : 0;
-      diff |= static_cast<unsigned char>(hash[k]) ^ static_cast<unsigned char>(e | 0x20);
-    }
-    // The first matching entry wins; selected without an early exit.
-    size_t is_match = static_cast<size_t>(diff == 0);
-    size_t unset = static_cast<size_t>(match == tokens.size());
-    size_t take = is_match & unset;
-    match = take * i + (1 - take) * match;
-  }
-  if (match == tokens.size()) return std::nullopt;
-  return tokens[match];
+HttpResponse NoTokenStore() {
+  return HttpResponse::Error(404, "not_found", "this node does not issue tokens");
 }
+
+HttpResponse NoStore(HttpResponse res) {
+  res.headers["Cache-Control"] = "no-store";
+  return res;
+}
+
+HttpResponse ListTokens(Context& ctx, const HttpRequest&, const Actor& actor) {
+  if (ctx.token_store == nullptr) return NoTokenStore();
+  return Answer(ctx.token_store->List(actor), 200, "list_tokens");
+}
+
+// {"name": "...", "role": "radiologist" | "admin", "expires_in_seconds": N}:
+// the answer carries the token, the only time it is shown.
+HttpResponse PostToken(Context& ctx, const HttpRequest& req, const Actor& actor) {
+  if (ctx.token_store == nullptr) return NoTokenStore();
+  auto parsed = ParseBody(req, {"name", "role", "expires_in_seconds"});
+  if (auto* err = std::get_if<HttpResponse>(&parsed)) return *err;
+  const json& body = std::get<json>(parsed);
+  auto name = body.find("name");
+  if (name == body.end() || !name->is_string()) return BadRequest("name");
+  std::string n = name->get<std::string>();
+  if (n.empty() || n.size() > 64 || !PrintableAscii(n)) return BadRequest("name");
+  // A name in the configuration would make reviews signed with it ambiguous.
+  for (const auto& t : ctx.options.tokens) {
+    if (t.name == n) return HttpResponse::Error(409, "conflict", "a configured token has this name");
+  }
+  auto role = body.find("role");
+  if (role == body.end() || !role->is_string()) return BadRequest("role");
+  std::string r = role->get<std::string>();
+  if (r != "radiologist" && r != "admin") return BadRequest("role");
+  int64_t lifetime = ctx.options.issued_token_default_lifetime_s;
+  if (auto e = body.find("expires_in_seconds"); e != body.end() && !e->is_null()) {
+    if (!AsPositiveInt64(*e, lifetime) || lifetime > ctx.options.issued_token_max_lifetime_s) {
+      return BadRequest("expires_in_seconds");
+    }
+  }
+  std::string token = NewIssuedToken();
+  if (token.empty()) {
+    log::Error("api_token_random_failed", {});
+    return HttpResponse::Error(500, "internal");
+  }
+  auto issued = ctx.token_store->Issue(n, r, Sha256Hex(token), lifetime, actor);
+  if (!issued.ok() && issued.status().code() == absl::StatusCode::kAlreadyExists) {
+    return HttpResponse::Error(409, "conflict", "a token with this name exists; names are never reused");
+  }
+  if (!issued.ok()) return FromStatus(issued.status(), "issue_token");
+  json out = *issued;
+  out["token"] = token;
+  log::Info("api_token_issued", {{"id", out["id"]}, {"name", n}, {"role", r}, {"by", actor.name}});
+  return NoStore(HttpResponse::Json(201, out));
+}
+
+HttpResponse RevokeToken(Context& ctx, const HttpRequest& req, const Actor& actor) {
+  if (ctx.token_store == nullptr) return NoTokenStore();
+  auto id = ParseId(req.path_params.at(0));
+  if (!id) return BadRequest("token_id");
+  auto revoked = ctx.token_store->Revoke(*id, actor);
+  if (revoked.ok()) log::Info("api_token_revoked", {{"id", *id}, {"by", actor.name}});
+  return Answer(revoked, 200, "revoke_token");
+}
+
+}  // namespace
 
 absl::StatusOr<AddressRange> ParseAddressRange(const std::string& text) {
   AddressRange out;
@@ -577,13 +623,16 @@ std::string ClientAddress(const HttpRequest& req, const std::vector<AddressRange
 }
 
 std::vector<HttpRoute> WorklistRoutes(const ApiOptions& options, ReviewStore* store, const ResultFiles* results,
-                                      PngRenderer render_png, std::function<absl::Status()> readiness) {
+                                      PngRenderer render_png, std::function<absl::Status()> readiness,
+                                      std::shared_ptr<SignIn> sign_in, TokenStore* token_store) {
   auto ctx = std::make_shared<Context>();
   ctx->options = options;
   ctx->store = store;
   ctx->results = results;
   ctx->render_png = std::move(render_png);
   ctx->readiness = std::move(readiness);
+  ctx->sign_in = sign_in ? std::move(sign_in) : std::make_shared<SignIn>(options.tokens, nullptr, nullptr, nullptr);
+  ctx->token_store = token_store;
   std::vector<HttpRoute> routes;
 
   // Health, without a token.
@@ -619,6 +668,17 @@ std::vector<HttpRoute> WorklistRoutes(const ApiOptions& options, ReviewStore* st
   routes.push_back({"GET", "/api/v1/audit",
                     Protect(ctx, Permission::kAudit,
                             [ctx](const HttpRequest& r, const Actor& a) { return GetAudit(*ctx, r, a); })});
+
+  // Issued tokens, for admins.
+  routes.push_back({"GET", "/api/v1/tokens",
+                    Protect(ctx, Permission::kManageTokens,
+                            [ctx](const HttpRequest& r, const Actor& a) { return ListTokens(*ctx, r, a); })});
+  routes.push_back({"POST", "/api/v1/tokens",
+                    Protect(ctx, Permission::kManageTokens,
+                            [ctx](const HttpRequest& r, const Actor& a) { return PostToken(*ctx, r, a); })});
+  routes.push_back({"POST", R"(/api/v1/tokens/(\d+)/revoke)",
+                    Protect(ctx, Permission::kManageTokens,
+                            [ctx](const HttpRequest& r, const Actor& a) { return RevokeToken(*ctx, r, a); })});
 
   // The page: index.html at / and every embedded file under its own name.
   for (const auto& [name, content] : web::EmbeddedWebFiles()) {
