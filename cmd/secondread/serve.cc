@@ -85,6 +85,13 @@ absl::Status Serve(const NodeOptions& options) {
     log::Warn("audit_log_unprotected", {{"login_can", std::string(audit.message())},
                                         {"hint", "see \"The audit log's owner\" in docs/configuration.md"}});
   }
+  // Migration 0013 adds these; a login that could not act for audit_log's
+  // owner then left them out, and sign-in attempts cannot be audited.
+  auto missing = review_store.MissingAuditActions({"sign_in", "issue_token", "revoke_token", "view_tokens"});
+  if (missing.ok() && !missing->empty()) {
+    log::Warn("audit_log_actions_missing",
+              {{"missing", *missing}, {"hint", "see \"The audit log's owner\" in docs/configuration.md"}});
+  }
   worklist::PgTokenStore token_store(&api_pool);
   worklist::AuditLogSignIns sign_in_audit(&review_store);
   ASSIGN_OR_RETURN(auto result_files, worklist::ResultFiles::Open(options.spool.dir));

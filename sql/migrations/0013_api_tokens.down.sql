@@ -1,21 +1,22 @@
 -- Rows of the removed actions stay (the log is append-only): NOT VALID
--- checks only new rows. Needs the same rights over audit_log as the up
--- migration.
+-- checks only new rows. Takes the same rights over audit_log as the up
+-- migration; without them the actions stay as they are.
 DO $$
 DECLARE
   me CONSTANT name := session_user;
   owner_role name;
-  joined boolean := false;
+  is_super boolean;
   actions text[];
 BEGIN
   SELECT pg_get_userbyid(relowner) INTO owner_role FROM pg_class WHERE oid = 'audit_log'::regclass;
+  SELECT rolsuper INTO is_super FROM pg_roles WHERE rolname = me;
   IF NOT pg_has_role(me, owner_role, 'USAGE') THEN
     IF NOT (SELECT rolcreaterole FROM pg_roles WHERE rolname = me) THEN
-      RAISE EXCEPTION 'audit_log belongs to % and % cannot act for it: run GRANT % TO % as the DBA, then migrate again',
-        owner_role, me, owner_role, me;
+      RAISE NOTICE 'audit_log belongs to % and % cannot act for it; its actions stay as they are (the node warns)',
+        owner_role, me;
+      RETURN;
     END IF;
     EXECUTE format('GRANT %I TO %I', owner_role, me);
-    joined := true;
   END IF;
   SELECT array_agg(DISTINCT m[1] ORDER BY m[1]) INTO actions
   FROM pg_constraint c, regexp_matches(pg_get_constraintdef(c.oid), '''([a-z_]+)''', 'g') AS m
@@ -25,7 +26,8 @@ BEGIN
   ALTER TABLE audit_log DROP CONSTRAINT audit_log_action_check;
   EXECUTE format('ALTER TABLE audit_log ADD CONSTRAINT audit_log_action_check CHECK (action IN (%s)) NOT VALID',
                  (SELECT string_agg(quote_literal(a), ', ') FROM unnest(actions) a));
-  IF joined THEN
+  -- As in 0005, the login does not stay a member of the owner.
+  IF NOT is_super AND owner_role <> me THEN
     BEGIN
       EXECUTE format('REVOKE %I FROM %I', owner_role, me);
     EXCEPTION WHEN insufficient_privilege OR invalid_grant_operation THEN

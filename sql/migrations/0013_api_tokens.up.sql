@@ -23,23 +23,27 @@ CREATE TABLE api_tokens (
 -- actions are read from the constraint in place and extended, so actions
 -- that other migrations added are kept. audit_log belongs to
 -- secondread_audit_owner (migration 0005): a superuser changes it directly,
--- a login with CREATEROLE joins the owner for the change and leaves again,
--- and any other login needs the DBA to grant the membership first.
+-- a login with CREATEROLE or a member of the owner (the DBA grants it WITH
+-- ADMIN OPTION before the upgrade, as for 0005) joins or acts for the owner
+-- and leaves again. Any other login leaves the actions as they are: sign-in
+-- attempts then cannot be audited, the node warns at every start, and
+-- docs/configuration.md ("The audit log's owner") gives the DBA's statement.
 DO $$
 DECLARE
   me CONSTANT name := session_user;
   owner_role name;
-  joined boolean := false;
+  is_super boolean;
   actions text[];
 BEGIN
   SELECT pg_get_userbyid(relowner) INTO owner_role FROM pg_class WHERE oid = 'audit_log'::regclass;
+  SELECT rolsuper INTO is_super FROM pg_roles WHERE rolname = me;
   IF NOT pg_has_role(me, owner_role, 'USAGE') THEN
     IF NOT (SELECT rolcreaterole FROM pg_roles WHERE rolname = me) THEN
-      RAISE EXCEPTION 'audit_log belongs to % and % cannot act for it: run GRANT % TO % as the DBA, then migrate again',
-        owner_role, me, owner_role, me;
+      RAISE NOTICE 'audit_log belongs to % and % cannot act for it; its actions stay as they are (the node warns)',
+        owner_role, me;
+      RETURN;
     END IF;
     EXECUTE format('GRANT %I TO %I', owner_role, me);
-    joined := true;
   END IF;
   SELECT array_agg(DISTINCT m[1] ORDER BY m[1]) INTO actions
   FROM pg_constraint c, regexp_matches(pg_get_constraintdef(c.oid), '''([a-z_]+)''', 'g') AS m
@@ -48,7 +52,8 @@ BEGIN
   ALTER TABLE audit_log DROP CONSTRAINT audit_log_action_check;
   EXECUTE format('ALTER TABLE audit_log ADD CONSTRAINT audit_log_action_check CHECK (action IN (%s))',
                  (SELECT string_agg(quote_literal(a), ', ') FROM unnest(actions) a));
-  IF joined THEN
+  -- As in 0005, the login does not stay a member of the owner.
+  IF NOT is_super AND owner_role <> me THEN
     BEGIN
       EXECUTE format('REVOKE %I FROM %I', owner_role, me);
     EXCEPTION WHEN insufficient_privilege OR invalid_grant_operation THEN

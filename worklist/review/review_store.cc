@@ -687,6 +687,25 @@ absl::Status ReviewStore::AuditLogProtection() {
   return absl::FailedPreconditionError(list);
 }
 
+absl::StatusOr<std::vector<std::string>> ReviewStore::MissingAuditActions(const std::vector<std::string>& actions) {
+  std::string definition;
+  absl::Status st = pool_->Run([&](pqxx::connection_base& c) {
+    pqxx::read_transaction tx(c);
+    auto r = tx.exec(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE conrelid = 'audit_log'::regclass AND conname = 'audit_log_action_check'");
+    tx.commit();
+    definition = r.empty() ? std::string() : r[0][0].as<std::string>();
+  });
+  if (!st.ok()) return st;
+  std::vector<std::string> missing;
+  if (definition.empty()) return missing;  // no constraint: every action is admitted
+  for (const auto& a : actions) {
+    if (definition.find("'" + a + "'") == std::string::npos) missing.push_back(a);
+  }
+  return missing;
+}
+
 absl::StatusOr<json> ReviewStore::AuditLog(int limit, int offset, std::optional<int64_t> study_id,
                                            const Actor& actor) {
   if (limit < 1 || limit > 500) return absl::InvalidArgumentError("limit must be 1-500");

@@ -82,6 +82,10 @@ class ReviewStore {
   // triggers, be a superuser or create roles). See migration 0005.
   absl::Status AuditLogProtection();
 
+  // Of `actions`, those audit_log's constraint does not admit (a login that
+  // could not act for the table's owner when a migration added them).
+  absl::StatusOr<std::vector<std::string>> MissingAuditActions(const std::vector<std::string>& actions);
+
   // Newest first; writes a view_audit row.
   absl::StatusOr<nlohmann::json> AuditLog(int limit, int offset, std::optional<int64_t> study_id, const Actor& actor);
 
