@@ -221,6 +221,26 @@ absl::Status ParsePipeline(config::ConfigTree& t, worklist::PipelineOptions& p, 
   return absl::OkStatus();
 }
 
+absl::Status ParseCluster(config::ConfigTree& t, worklist::ClusterOptions& c) {
+  ASSIGN_OR_RETURN(c.enabled, t.Bool("cluster.enabled", c.enabled));
+  ASSIGN_OR_RETURN(c.node_id, t.String("cluster.node_id", c.node_id));
+  ASSIGN_OR_RETURN(c.advertise_url, t.String("cluster.advertise_url", c.advertise_url));
+  ASSIGN_OR_RETURN(c.bind, t.String("cluster.bind", c.bind));
+  ASSIGN_OR_RETURN(int64_t port, t.Int("cluster.port", c.port, 0, 65535));
+  c.port = static_cast<uint16_t>(port);
+  ASSIGN_OR_RETURN(c.token_file, t.String("cluster.token_file", c.token_file));
+  ASSIGN_OR_RETURN(c.tls_cert_file, t.String("cluster.tls.cert_file", ""));
+  ASSIGN_OR_RETURN(c.tls_key_file, t.String("cluster.tls.key_file", ""));
+  ASSIGN_OR_RETURN(c.tls_ca_file, t.String("cluster.tls.ca_file", ""));
+  ASSIGN_OR_RETURN(c.shared_spool_root, t.String("cluster.shared_spool_root", ""));
+  ASSIGN_OR_RETURN(int64_t beat, t.Int("cluster.heartbeat_seconds", c.heartbeat.count(), 1, 3600));
+  c.heartbeat = std::chrono::seconds(beat);
+  ASSIGN_OR_RETURN(int64_t fetch, t.Int("cluster.fetch_timeout_seconds", c.fetch_timeout.count(), 1, 3600));
+  c.fetch_timeout = std::chrono::seconds(fetch);
+  RETURN_IF_ERROR(ParseHttpLimits(t, "cluster.limits", c.limits));
+  return worklist::ValidateClusterOptions(c);
+}
+
 absl::Status ParseApi(config::ConfigTree& t, worklist::ApiOptions& api) {
   ASSIGN_OR_RETURN(api.enabled, t.Bool("api.enabled", api.enabled));
   ASSIGN_OR_RETURN(api.http.bind, t.String("api.bind", api.http.bind));
@@ -375,6 +395,12 @@ absl::StatusOr<NodeOptions> ParseNodeOptions(config::ConfigTree& t) {
 
   RETURN_IF_ERROR(ParsePipeline(t, o.pipeline, o.dicom.ae_title));
   RETURN_IF_ERROR(ParseApi(t, o.api));
+  RETURN_IF_ERROR(ParseCluster(t, o.cluster));
+  // With a shared spool every replica writes its own directory on it, so no
+  // two replicas ever write, rename or remove the same file.
+  if (o.cluster.enabled && !o.cluster.shared_spool_root.empty()) {
+    o.spool.dir = o.cluster.shared_spool_root + "/" + o.cluster.node_id;
+  }
   char host[256] = {0};
   gethostname(host, sizeof host - 1);
   o.pipeline.dispatch.node_id = std::string(host) + ":" + std::to_string(getpid());

@@ -8,6 +8,7 @@
 #include "scp/receive/dicom_server.h"
 #include "scp/receive/recovery.h"
 #include "scp/receive/spool.h"
+#include "worklist/cluster/cluster.h"
 #include "worklist/db/pg_pool.h"
 #include "worklist/review/api.h"
 #include "worklist/pipeline/pipeline.h"
@@ -26,6 +27,7 @@ struct NodeOptions {
   log::LogOptions log;
   worklist::PipelineOptions pipeline;
   worklist::ApiOptions api;
+  worklist::ClusterOptions cluster;
 };
 
 absl::StatusOr<NodeOptions> ParseNodeOptions(config::ConfigTree& tree);

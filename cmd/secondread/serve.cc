@@ -1,6 +1,7 @@
 #include "cmd/secondread/serve.h"
 
 #include <signal.h>
+#include <unistd.h>
 
 #include <thread>
 
@@ -46,7 +47,8 @@ absl::Status Serve(const NodeOptions& options) {
   }
 
   ASSIGN_OR_RETURN(auto spool, scp::Spool::Open(options.spool));
-  worklist::PgRegistry registry(options.database);
+  // With several replicas each records itself as the holder of what it receives.
+  worklist::PgRegistry registry(options.database, options.cluster.enabled ? options.cluster.node_id : "");
   // The rescanner's checks get a connection of their own: a pool busy with
   // associations must not look like a lost database.
   worklist::DatabaseOptions check_db = options.database;
@@ -66,9 +68,17 @@ absl::Status Serve(const NodeOptions& options) {
   scp::ScpMetrics scp_metrics(metrics);
   scp::StoreProcessor processor(options.max_instance_bytes, spool.get(), &registry, &scp_metrics,
                                 options.dataset_limits);
+  // The cluster's internal endpoint is up, and this replica registered,
+  // before it takes an association: a peer may claim a read of what it
+  // receives at once.
+  std::unique_ptr<worklist::Cluster> cluster;
+  if (options.cluster.enabled) {
+    ASSIGN_OR_RETURN(cluster, worklist::Cluster::Start(options.cluster, options.database, options.spool.dir, &metrics));
+  }
   ASSIGN_OR_RETURN(auto server, scp::DicomServer::Create(options.dicom, &processor, &registry, &scp_metrics));
 
-  ASSIGN_OR_RETURN(auto pipeline, worklist::Pipeline::Start(options.pipeline, options.database, spool.get(), metrics));
+  ASSIGN_OR_RETURN(auto pipeline, worklist::Pipeline::Start(options.pipeline, options.database, spool.get(), metrics,
+                                                            cluster.get()));
 
   ASSIGN_OR_RETURN(auto http, OpsHttpServer::Start(options.http, &metrics, [&]() -> absl::Status {
                      RETURN_IF_ERROR(registry.Ping());
@@ -90,7 +100,16 @@ absl::Status Serve(const NodeOptions& options) {
   if (options.api.enabled) {
     auto routes = worklist::WorklistRoutes(
         options.api, &review_store, &result_files,
-        [](const std::string& path) { return scp::RenderPng(path, 1600); },
+        [&cluster](const std::string& path) -> absl::StatusOr<std::string> {
+          // A capture another replica wrote is fetched from it for the preview.
+          if (cluster && ::access(path.c_str(), F_OK) != 0) {
+            worklist::StagingDir staging(cluster->staging_parent());
+            ASSIGN_OR_RETURN(std::string dir, staging.Path());
+            ASSIGN_OR_RETURN(std::string local, cluster->LocateResultFile(path, dir));
+            return scp::RenderPng(local, 1600);
+          }
+          return scp::RenderPng(path, 1600);
+        },
         [&]() -> absl::Status { return registry.Ping(); });
     ASSIGN_OR_RETURN(api, HttpServer::Start(options.api.http, std::move(routes), &metrics));
     gauges.Start();
@@ -126,6 +145,7 @@ absl::Status Serve(const NodeOptions& options) {
   gauges.Stop();
   pipeline->Stop();
   rescanner.Stop();
+  if (cluster) cluster->Stop();
   http->Stop();
   log::Info("node_stopped", {{"ok", st.ok()}});
   return st;

@@ -17,7 +17,7 @@ WHERE e.id = $1
 )SQL";
 
 constexpr char kLoadObjects[] = R"SQL(
-SELECT file_name FROM result_objects WHERE read_ref = $1 ORDER BY CASE kind WHEN 'seg' THEN 0 WHEN 'sr' THEN 1 ELSE 2 END, id
+SELECT file_name, COALESCE(holder, '') FROM result_objects WHERE read_ref = $1 ORDER BY CASE kind WHEN 'seg' THEN 0 WHEN 'sr' THEN 1 ELSE 2 END, id
 )SQL";
 
 constexpr char kSent[] = R"SQL(
@@ -32,12 +32,13 @@ UPDATE exports SET state = $2, attempts = attempts + 1, last_error = $3 WHERE id
 }  // namespace
 
 Exporter::Exporter(ExporterOptions options, DatabaseOptions db, PgPool* pool, JobQueue* queue,
-                   const ResultFiles* results, PipelineMetrics* metrics)
+                   const ResultFiles* results, FileLocator* locator, PipelineMetrics* metrics)
     : options_(std::move(options)),
       db_(std::move(db)),
       pool_(pool),
       queue_(queue),
       results_(results),
+      locator_(locator),
       metrics_(metrics) {}
 
 Exporter::~Exporter() { Stop(); }
@@ -61,7 +62,7 @@ void Exporter::Process(Lease& lease) {
   int64_t read_id = 0;
   std::string destination, state;
   double done_at = 0, last_instance_at = 0;
-  std::vector<std::string> files;
+  std::vector<std::pair<std::string, std::string>> files;  // name, holder
   bool found = false;
   absl::Status st = pool_->Run([&](pqxx::connection_base& c) {
     pqxx::work tx(c);
@@ -74,7 +75,7 @@ void Exporter::Process(Lease& lease) {
     done_at = r[0][3].is_null() ? 0 : r[0][3].as<double>();
     last_instance_at = r[0][4].is_null() ? 0 : r[0][4].as<double>();
     files.clear();
-    for (const auto& row : tx.exec_params(kLoadObjects, read_id)) files.push_back(row[0].as<std::string>());
+    for (const auto& row : tx.exec_params(kLoadObjects, read_id)) files.emplace_back(row[0].as<std::string>(), row[1].as<std::string>());
     tx.commit();
   });
 
@@ -116,8 +117,22 @@ void Exporter::Process(Lease& lease) {
     return fail(absl::FailedPreconditionError("destination " + destination + " is not configured"), true);
   }
   if (files.empty()) return fail(absl::FailedPreconditionError("the read has no result objects"), true);
+  // Result files another node replica wrote are fetched from it.
   std::vector<std::string> paths;
-  for (const auto& f : files) paths.push_back(results_->PathFor(f));
+  std::unique_ptr<StagingDir> staging;
+  for (const auto& [name, holder] : files) {
+    if (!locator_ || holder.empty() || holder == locator_->self()) {
+      paths.push_back(results_->PathFor(name));
+      continue;
+    }
+    if (!staging) staging = std::make_unique<StagingDir>(locator_->staging_parent());
+    auto dir = staging->Path();
+    if (!dir.ok()) return fail(dir.status(), false);
+    auto path = locator_->Locate(HeldKind::kResult, name, holder, *dir);
+    if (!path.ok()) return fail(path.status(), false);
+    if (lease.lost()) return lost("locate");
+    paths.push_back(*path);
+  }
 
   const auto t0 = std::chrono::steady_clock::now();
   auto sent = scp::SendFiles(dest->second, paths, [&lease] { return !lease.lost(); });

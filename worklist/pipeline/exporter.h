@@ -19,6 +19,7 @@
 #include "worklist/db/job_queue.h"
 #include "worklist/pipeline/job_runner.h"
 #include "worklist/pipeline/pipeline_metrics.h"
+#include "worklist/pipeline/file_locator.h"
 #include "worklist/pipeline/result_files.h"
 
 namespace secondread::worklist {
@@ -32,8 +33,10 @@ struct ExporterOptions {
 
 class Exporter {
  public:
+  // `locator` (may be null: every file is this node's) finds result files
+  // another node replica holds.
   Exporter(ExporterOptions options, DatabaseOptions db, PgPool* pool, JobQueue* queue, const ResultFiles* results,
-           PipelineMetrics* metrics);
+           FileLocator* locator, PipelineMetrics* metrics);
   ~Exporter();
 
   void Start();
@@ -51,6 +54,7 @@ class Exporter {
   PgPool* pool_;
   JobQueue* queue_;
   const ResultFiles* results_;
+  FileLocator* locator_;
   PipelineMetrics* metrics_;
   std::unique_ptr<JobRunner> runner_;
 };

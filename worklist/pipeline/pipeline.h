@@ -38,8 +38,11 @@ struct PipelineOptions {
 class Pipeline {
  public:
   using Ptr = std::unique_ptr<Pipeline>;
+  // `locator`: where jobs find files another node replica holds; null for
+  // a node that runs alone.
   static absl::StatusOr<Ptr> Start(const PipelineOptions& options, const DatabaseOptions& db,
-                                   const scp::Spool* spool, metrics::MetricsRegistry& registry);
+                                   const scp::Spool* spool, metrics::MetricsRegistry& registry,
+                                   FileLocator* locator = nullptr);
   ~Pipeline();
   void Stop();
 
