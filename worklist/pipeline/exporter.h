@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "audit/audit_sink.h"
 #include "scp/send/store_scu.h"
 #include "worklist/db/job_queue.h"
 #include "worklist/pipeline/job_runner.h"
@@ -33,7 +34,7 @@ struct ExporterOptions {
 class Exporter {
  public:
   Exporter(ExporterOptions options, DatabaseOptions db, PgPool* pool, JobQueue* queue, const ResultFiles* results,
-           PipelineMetrics* metrics);
+           PipelineMetrics* metrics, audit::AuditSink* audit = nullptr);
   ~Exporter();
 
   void Start();
@@ -52,6 +53,7 @@ class Exporter {
   JobQueue* queue_;
   const ResultFiles* results_;
   PipelineMetrics* metrics_;
+  audit::AuditSink* audit_;
   std::unique_ptr<JobRunner> runner_;
 };
 

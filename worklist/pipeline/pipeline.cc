@@ -17,7 +17,8 @@ WHERE j.queue = 'export' AND j.state = 'discarded' AND e.state = 'pending'
 )SQL";
 
 absl::StatusOr<Pipeline::Ptr> Pipeline::Start(const PipelineOptions& options, const DatabaseOptions& db,
-                                              const scp::Spool* spool, metrics::MetricsRegistry& registry) {
+                                              const scp::Spool* spool, metrics::MetricsRegistry& registry,
+                                              audit::AuditSink* audit) {
   Ptr p(new Pipeline());
   p->options_ = options;
   p->metrics_ = std::make_unique<PipelineMetrics>(registry);
@@ -45,7 +46,7 @@ absl::StatusOr<Pipeline::Ptr> Pipeline::Start(const PipelineOptions& options, co
     log::Warn("dispatch_disabled", {{"reason", "no inference.endpoints configured; reads stay queued"}});
   }
   p->exporter_ = std::make_unique<Exporter>(options.exporter, db, p->pool_.get(), p->queue_.get(),
-                                            p->results_.get(), p->metrics_.get());
+                                            p->results_.get(), p->metrics_.get(), audit);
   p->exporter_->Start();
   Pipeline* raw = p.get();
   p->maintenance_ = std::thread([raw] { raw->Maintain(); });

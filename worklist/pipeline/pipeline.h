@@ -10,6 +10,7 @@
 #include <mutex>
 #include <thread>
 
+#include "audit/audit_sink.h"
 #include "common/metrics.h"
 #include "scp/receive/spool.h"
 #include "worklist/pipeline/dispatcher.h"
@@ -39,7 +40,8 @@ class Pipeline {
  public:
   using Ptr = std::unique_ptr<Pipeline>;
   static absl::StatusOr<Ptr> Start(const PipelineOptions& options, const DatabaseOptions& db,
-                                   const scp::Spool* spool, metrics::MetricsRegistry& registry);
+                                   const scp::Spool* spool, metrics::MetricsRegistry& registry,
+                                   audit::AuditSink* audit = nullptr);
   ~Pipeline();
   void Stop();
 
