@@ -1,6 +1,7 @@
 // The node's options, parsed once from YAML plus command-line overrides.
 #pragma once
 
+#include "audit/audit_trail.h"
 #include "common/config.h"
 #include "common/http_server.h"
 #include "common/log.h"
@@ -28,6 +29,7 @@ struct NodeOptions {
   worklist::PipelineOptions pipeline;
   worklist::ApiOptions api;
   worklist::ClusterOptions cluster;
+  audit::AuditOptions audit;
 };
 
 absl::StatusOr<NodeOptions> ParseNodeOptions(config::ConfigTree& tree);

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "audit/audit_sink.h"
 #include "scp/send/store_scu.h"
 #include "worklist/db/job_queue.h"
 #include "worklist/pipeline/job_runner.h"
@@ -36,7 +37,7 @@ class Exporter {
   // `locator` (may be null: every file is this node's) finds result files
   // another node replica holds.
   Exporter(ExporterOptions options, DatabaseOptions db, PgPool* pool, JobQueue* queue, const ResultFiles* results,
-           FileLocator* locator, PipelineMetrics* metrics);
+           FileLocator* locator, PipelineMetrics* metrics, audit::AuditSink* audit = nullptr);
   ~Exporter();
 
   void Start();
@@ -56,6 +57,7 @@ class Exporter {
   const ResultFiles* results_;
   FileLocator* locator_;
   PipelineMetrics* metrics_;
+  audit::AuditSink* audit_;
   std::unique_ptr<JobRunner> runner_;
 };
 

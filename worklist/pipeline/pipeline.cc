@@ -18,7 +18,7 @@ WHERE j.queue = 'export' AND j.state = 'discarded' AND e.state = 'pending'
 
 absl::StatusOr<Pipeline::Ptr> Pipeline::Start(const PipelineOptions& options, const DatabaseOptions& db,
                                               const scp::Spool* spool, metrics::MetricsRegistry& registry,
-                                              FileLocator* locator) {
+                                              FileLocator* locator, audit::AuditSink* audit) {
   Ptr p(new Pipeline());
   p->options_ = options;
   p->metrics_ = std::make_unique<PipelineMetrics>(registry);
@@ -47,7 +47,7 @@ absl::StatusOr<Pipeline::Ptr> Pipeline::Start(const PipelineOptions& options, co
     log::Warn("dispatch_disabled", {{"reason", "no inference.endpoints configured; reads stay queued"}});
   }
   p->exporter_ = std::make_unique<Exporter>(options.exporter, db, p->pool_.get(), p->queue_.get(),
-                                            p->results_.get(), locator, p->metrics_.get());
+                                            p->results_.get(), locator, p->metrics_.get(), audit);
   p->exporter_->Start();
   Pipeline* raw = p.get();
   p->maintenance_ = std::thread([raw] { raw->Maintain(); });

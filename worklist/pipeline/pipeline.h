@@ -10,6 +10,7 @@
 #include <mutex>
 #include <thread>
 
+#include "audit/audit_sink.h"
 #include "common/metrics.h"
 #include "scp/receive/spool.h"
 #include "worklist/pipeline/dispatcher.h"
@@ -42,7 +43,7 @@ class Pipeline {
   // a node that runs alone.
   static absl::StatusOr<Ptr> Start(const PipelineOptions& options, const DatabaseOptions& db,
                                    const scp::Spool* spool, metrics::MetricsRegistry& registry,
-                                   FileLocator* locator = nullptr);
+                                   FileLocator* locator = nullptr, audit::AuditSink* audit = nullptr);
   ~Pipeline();
   void Stop();
 

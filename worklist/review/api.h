@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "audit/audit_sink.h"
 #include "common/http_server.h"
 #include "common/status.h"
 #include "worklist/pipeline/result_files.h"
@@ -57,6 +58,7 @@ using PngRenderer = std::function<absl::StatusOr<std::string>(const std::string&
 
 // The routes of the API, the page and the health endpoints.
 std::vector<HttpRoute> WorklistRoutes(const ApiOptions& options, ReviewStore* store, const ResultFiles* results,
-                                      PngRenderer render_png, std::function<absl::Status()> readiness);
+                                      PngRenderer render_png, std::function<absl::Status()> readiness,
+                                      audit::AuditSink* audit = nullptr);
 
 }  // namespace secondread::worklist
