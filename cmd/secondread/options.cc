@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cctype>
+#include <algorithm>
 #include <climits>
 #include <set>
 
@@ -265,6 +266,26 @@ absl::Status ParseOidc(config::ConfigTree& t, worklist::OidcOptions& o) {
   return absl::OkStatus();
 }
 
+absl::Status ParseCluster(config::ConfigTree& t, worklist::ClusterOptions& c) {
+  ASSIGN_OR_RETURN(c.enabled, t.Bool("cluster.enabled", c.enabled));
+  ASSIGN_OR_RETURN(c.node_id, t.String("cluster.node_id", c.node_id));
+  ASSIGN_OR_RETURN(c.advertise_url, t.String("cluster.advertise_url", c.advertise_url));
+  ASSIGN_OR_RETURN(c.bind, t.String("cluster.bind", c.bind));
+  ASSIGN_OR_RETURN(int64_t port, t.Int("cluster.port", c.port, 0, 65535));
+  c.port = static_cast<uint16_t>(port);
+  ASSIGN_OR_RETURN(c.token_file, t.String("cluster.token_file", c.token_file));
+  ASSIGN_OR_RETURN(c.tls_cert_file, t.String("cluster.tls.cert_file", ""));
+  ASSIGN_OR_RETURN(c.tls_key_file, t.String("cluster.tls.key_file", ""));
+  ASSIGN_OR_RETURN(c.tls_ca_file, t.String("cluster.tls.ca_file", ""));
+  ASSIGN_OR_RETURN(c.shared_spool_root, t.String("cluster.shared_spool_root", ""));
+  ASSIGN_OR_RETURN(int64_t beat, t.Int("cluster.heartbeat_seconds", c.heartbeat.count(), 1, 3600));
+  c.heartbeat = std::chrono::seconds(beat);
+  ASSIGN_OR_RETURN(int64_t fetch, t.Int("cluster.fetch_timeout_seconds", c.fetch_timeout.count(), 1, 3600));
+  c.fetch_timeout = std::chrono::seconds(fetch);
+  RETURN_IF_ERROR(ParseHttpLimits(t, "cluster.limits", c.limits));
+  return worklist::ValidateClusterOptions(c);
+}
+
 absl::Status ParseApi(config::ConfigTree& t, worklist::ApiOptions& api) {
   ASSIGN_OR_RETURN(api.enabled, t.Bool("api.enabled", api.enabled));
   ASSIGN_OR_RETURN(api.http.bind, t.String("api.bind", api.http.bind));
@@ -321,6 +342,59 @@ absl::Status ParseApi(config::ConfigTree& t, worklist::ApiOptions& api) {
   api.issued_token_default_lifetime_s = default_days * 86400;
   api.issued_token_max_lifetime_s = max_days * 86400;
   return ParseOidc(t, api.oidc);
+}
+
+// audit.*: the ATNA trail is on when audit.repository is set.
+absl::Status ParseAudit(config::ConfigTree& t, NodeOptions& o) {
+  audit::AuditOptions& a = o.audit;
+  ASSIGN_OR_RETURN(std::string repository, t.String("audit.repository", ""));
+  ASSIGN_OR_RETURN(a.repository.transport, t.String("audit.transport", a.repository.transport));
+  ASSIGN_OR_RETURN(a.repository.ca, t.String("audit.tls.ca", ""));
+  ASSIGN_OR_RETURN(a.repository.certificate, t.String("audit.tls.certificate", ""));
+  ASSIGN_OR_RETURN(a.repository.private_key, t.String("audit.tls.private_key", ""));
+  ASSIGN_OR_RETURN(a.repository.server_name, t.String("audit.tls.server_name", ""));
+  ASSIGN_OR_RETURN(a.spool_dir, t.String("audit.spool_dir", ""));
+  ASSIGN_OR_RETURN(a.spool_max_bytes, t.Bytes("audit.spool_max_bytes", a.spool_max_bytes));
+  ASSIGN_OR_RETURN(double retry_max, t.Double("audit.retry_max_seconds", a.retry_max.count() / 1000.0, 0.1, 3600));
+  a.retry_max = std::chrono::milliseconds(static_cast<int64_t>(retry_max * 1000));
+  a.retry_initial = std::min(a.retry_initial, a.retry_max);
+  char host[256] = {0};
+  gethostname(host, sizeof host - 1);
+  ASSIGN_OR_RETURN(a.node.source_id, t.String("audit.source_id", "secondread@" + std::string(host)));
+  ASSIGN_OR_RETURN(a.node.enterprise_site, t.String("audit.enterprise_site", ""));
+  a.node.ae_title = o.dicom.ae_title;
+  a.node.host = host;
+  a.node.process_id = std::to_string(getpid());
+  a.syslog.hostname = host;
+  a.syslog.proc_id = a.node.process_id;
+  if (repository.empty()) return absl::OkStatus();
+  a.enabled = true;
+  if (a.repository.transport != "tls" && a.repository.transport != "udp") {
+    return absl::InvalidArgumentError("audit.transport must be tls or udp");
+  }
+  // HOST:PORT; [v6]:PORT for an IPv6 address.
+  size_t colon = repository.rfind(':');
+  if (colon == std::string::npos || colon == 0) return absl::InvalidArgumentError("audit.repository must be HOST:PORT");
+  std::string h = repository.substr(0, colon);
+  if (h.size() > 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
+  const std::string port = repository.substr(colon + 1);
+  char* end = nullptr;
+  long p = std::strtol(port.c_str(), &end, 10);
+  if (port.empty() || *end != '\0' || p < 1 || p > 65535) {
+    return absl::InvalidArgumentError("audit.repository port must be 1..65535");
+  }
+  a.repository.host = h;
+  a.repository.port = static_cast<uint16_t>(p);
+  if (a.repository.transport == "tls" &&
+      (a.repository.ca.empty() || a.repository.certificate.empty() || a.repository.private_key.empty())) {
+    return absl::InvalidArgumentError("audit.transport tls needs audit.tls.ca, audit.tls.certificate and "
+                                      "audit.tls.private_key");
+  }
+  if (a.spool_dir.empty()) {
+    if (o.spool.dir.empty()) return absl::InvalidArgumentError("audit.spool_dir or storage.spool_dir must be set");
+    a.spool_dir = o.spool.dir + "/audit";
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -433,6 +507,13 @@ absl::StatusOr<NodeOptions> ParseNodeOptions(config::ConfigTree& t) {
 
   RETURN_IF_ERROR(ParsePipeline(t, o.pipeline, o.dicom.ae_title));
   RETURN_IF_ERROR(ParseApi(t, o.api));
+  RETURN_IF_ERROR(ParseCluster(t, o.cluster));
+  // With a shared spool every replica writes its own directory on it, so no
+  // two replicas ever write, rename or remove the same file.
+  if (o.cluster.enabled && !o.cluster.shared_spool_root.empty()) {
+    o.spool.dir = o.cluster.shared_spool_root + "/" + o.cluster.node_id;
+  }
+  RETURN_IF_ERROR(ParseAudit(t, o));
   char host[256] = {0};
   gethostname(host, sizeof host - 1);
   o.pipeline.dispatch.node_id = std::string(host) + ":" + std::to_string(getpid());

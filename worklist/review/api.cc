@@ -9,6 +9,8 @@
 #include <chrono>
 #include <cstdint>
 #include <limits>
+#include <map>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <string_view>
@@ -253,7 +255,42 @@ struct Context {
   TokenStore* token_store = nullptr;
   // Anyone can provoke 401s at will; at most ten lines a second each.
   LogRateLimiter denied_log{10};
+  audit::AuditSink* audit = nullptr;
+  // Every request carries the token, so a successful check is audited as a
+  // login once per token and client address in kLoginAuditInterval.
+  std::mutex logins_mu;
+  std::map<std::pair<std::string, std::string>, std::chrono::steady_clock::time_point> logins;
 };
+
+constexpr std::chrono::minutes kLoginAuditInterval{10};
+
+void AuditLogin(Context& ctx, const std::string& user, const std::string& client) {
+  if (!ctx.audit) return;
+  const auto now = std::chrono::steady_clock::now();
+  {
+    std::lock_guard<std::mutex> lock(ctx.logins_mu);
+    auto [it, fresh] = ctx.logins.try_emplace({user, client}, now);
+    if (!fresh && now - it->second < kLoginAuditInterval) return;
+    it->second = now;
+    if (ctx.logins.size() > 10000) ctx.logins.clear();  // bounded; at worst a login is audited again
+  }
+  ctx.audit->Record(audit::UserAuthentication(ctx.audit->node(), {user, client}, true, ""));
+}
+
+// The request as the audit trail's query text: path and parameters.
+std::string QueryText(const HttpRequest& req) {
+  std::string q = req.path;
+  char sep = '?';
+  for (const auto& [k, v] : req.query) {
+    q += sep + k + "=" + v;
+    sep = '&';
+  }
+  return q;
+}
+
+audit::Outcome OutcomeOf(const HttpResponse& res) {
+  return res.status < 400 ? audit::Outcome::kSuccess : audit::Outcome::kMinorFailure;
+}
 
 using Guarded = std::function<HttpResponse(const HttpRequest&, const Actor&)>;
 
@@ -287,11 +324,20 @@ HttpHandler Protect(std::shared_ptr<Context> ctx, Permission permission, Guarded
     auto who = ctx->sign_in->Authenticate(req, client, refusal);
     if (!who) {
       LogDenied(*ctx, refusal.status, req, client, refusal.user, &refusal);
+      if (ctx->audit) {
+        const std::string why = refusal.method + ": " + refusal.reason;
+        ctx->audit->Record(audit::UserAuthentication(ctx->audit->node(), {refusal.user, client}, false, why));
+        ctx->audit->Record(audit::SecurityAlert(ctx->audit->node(), audit::kUseOfRestrictedFunction,
+                                                {refusal.user, client},
+                                                std::to_string(refusal.status) + " " + req.method + " " +
+                                                    req.path.substr(0, 128) + ": " + why));
+      }
       if (refusal.status == 503) {
         return HttpResponse::Error(503, "unavailable", "the database is unavailable; retry shortly");
       }
       return Unauthenticated();
     }
+    AuditLogin(*ctx, who->name, client);
     // A user with several roles acts in the first one this request needs.
     const std::string* role = nullptr;
     for (const auto& r : who->roles) {
@@ -299,6 +345,14 @@ HttpHandler Protect(std::shared_ptr<Context> ctx, Permission permission, Guarded
     }
     if (role == nullptr) {
       LogDenied(*ctx, 403, req, client, who->name);
+      if (ctx->audit) {
+        std::string roles;
+        for (const auto& r : who->roles) roles += (roles.empty() ? "" : ",") + r;
+        ctx->audit->Record(audit::SecurityAlert(ctx->audit->node(), audit::kUseOfRestrictedFunction,
+                                                {who->name, client},
+                                                "403 " + req.method + " " + req.path.substr(0, 128) + ": role " +
+                                                    roles));
+      }
       return HttpResponse::Error(403, "forbidden");
     }
     Actor actor{who->name, *role, client};
@@ -352,13 +406,32 @@ HttpResponse ListWorklist(Context& ctx, const HttpRequest& req, const Actor& act
   if (!IntParam(req, "offset", 0, kMaxOffset, 0, offset)) return BadRequest("offset");
   filter.limit = static_cast<int>(limit);
   filter.offset = static_cast<int>(offset);
-  return Answer(ctx.store->List(filter, actor), 200, "list");
+  HttpResponse res = Answer(ctx.store->List(filter, actor), 200, "list");
+  if (ctx.audit) {
+    ctx.audit->Record(audit::Query(ctx.audit->node(), {actor.name, actor.remote_addr}, audit::kStudyRootFind,
+                                   QueryText(req), OutcomeOf(res)));
+  }
+  return res;
 }
 
 HttpResponse GetStudy(Context& ctx, const HttpRequest& req, const Actor& actor) {
   auto id = ParseId(req.path_params.at(0));
   if (!id) return BadRequest("study_id");
-  return Answer(ctx.store->Study(*id, actor), 200, "study");
+  auto study = ctx.store->Study(*id, actor);
+  if (ctx.audit && study.ok()) {
+    const json& s = *study;
+    audit::StudyRef ref;
+    ref.study_uid = s.value("study_instance_uid", "");
+    ref.accession = s.value("accession_number", "");
+    if (auto p = s.find("patient"); p != s.end() && p->is_object()) {
+      ref.patient_id = p->value("id", "");
+      ref.patient_name = p->value("name", "");
+    }
+    const audit::Party user{actor.name, actor.remote_addr};
+    ctx.audit->Record(audit::InstancesAccessed(ctx.audit->node(), user, ref, audit::Outcome::kSuccess));
+    ctx.audit->Record(audit::PatientRecord(ctx.audit->node(), user, ref, audit::Outcome::kSuccess));
+  }
+  return Answer(std::move(study), 200, "study");
 }
 
 bool IsHex64(const std::string& s) {
@@ -374,7 +447,8 @@ HttpResponse GetImage(Context& ctx, const HttpRequest& req, const Actor& actor) 
   if (!study_id) return BadRequest("study_id");
   auto result_id = ParseId(req.path_params.at(1));
   if (!result_id) return BadRequest("result_id");
-  auto name = ctx.store->ScFileName(*study_id, *result_id, actor);
+  audit::StudyRef identity;
+  auto name = ctx.store->ScFileName(*study_id, *result_id, actor, &identity);
   if (!name.ok()) return FromStatus(name.status(), "image");
   if (!IsHex64(*name) || ctx.results == nullptr || !ctx.render_png) {
     log::Error("api_image_unavailable", {{"study_id", *study_id}, {"result_id", *result_id}});
@@ -391,6 +465,10 @@ HttpResponse GetImage(Context& ctx, const HttpRequest& req, const Actor& actor) 
   res.status = 200;
   res.content_type = "image/png";
   res.body = std::move(*png);
+  if (ctx.audit) {
+    ctx.audit->Record(audit::InstancesAccessed(ctx.audit->node(), {actor.name, actor.remote_addr}, identity,
+                                               audit::Outcome::kSuccess));
+  }
   return res;
 }
 
@@ -624,13 +702,15 @@ std::string ClientAddress(const HttpRequest& req, const std::vector<AddressRange
 
 std::vector<HttpRoute> WorklistRoutes(const ApiOptions& options, ReviewStore* store, const ResultFiles* results,
                                       PngRenderer render_png, std::function<absl::Status()> readiness,
-                                      std::shared_ptr<SignIn> sign_in, TokenStore* token_store) {
+                                      audit::AuditSink* audit, std::shared_ptr<SignIn> sign_in,
+                                      TokenStore* token_store) {
   auto ctx = std::make_shared<Context>();
   ctx->options = options;
   ctx->store = store;
   ctx->results = results;
   ctx->render_png = std::move(render_png);
   ctx->readiness = std::move(readiness);
+  ctx->audit = audit;
   ctx->sign_in = sign_in ? std::move(sign_in) : std::make_shared<SignIn>(options.tokens, nullptr, nullptr, nullptr);
   ctx->token_store = token_store;
   std::vector<HttpRoute> routes;

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "audit/audit_sink.h"
 #include "common/http_server.h"
 #include "common/status.h"
 #include "worklist/pipeline/result_files.h"
@@ -57,6 +58,7 @@ using PngRenderer = std::function<absl::StatusOr<std::string>(const std::string&
 // admin API for issued tokens answers 404.
 std::vector<HttpRoute> WorklistRoutes(const ApiOptions& options, ReviewStore* store, const ResultFiles* results,
                                       PngRenderer render_png, std::function<absl::Status()> readiness,
-                                      std::shared_ptr<SignIn> sign_in = nullptr, TokenStore* token_store = nullptr);
+                                      audit::AuditSink* audit = nullptr, std::shared_ptr<SignIn> sign_in = nullptr,
+                                      TokenStore* token_store = nullptr);
 
 }  // namespace secondread::worklist

@@ -132,8 +132,9 @@ LIMIT $2::int
 )SQL";
 
 constexpr char kScFile[] = R"SQL(
-SELECT ro.file_name
+SELECT ro.file_name, ro.sop_class_uid, st.study_instance_uid, st.accession_number, p.patient_id, p.patient_name
 FROM result_objects ro JOIN reads r ON r.id = ro.read_ref
+JOIN studies st ON st.id = r.study_ref JOIN patients p ON p.id = st.patient_ref
 WHERE ro.id = $2 AND r.study_ref = $1 AND ro.kind = 'sc'
 )SQL";
 
@@ -493,7 +494,8 @@ absl::StatusOr<json> ReviewStore::Study(int64_t study_id, const Actor& actor) {
   return out;
 }
 
-absl::StatusOr<std::string> ReviewStore::ScFileName(int64_t study_id, int64_t result_id, const Actor& actor) {
+absl::StatusOr<std::string> ReviewStore::ScFileName(int64_t study_id, int64_t result_id, const Actor& actor,
+                                                    audit::StudyRef* identity) {
   absl::Status result;
   std::string file;
   absl::Status st = pool_->Run([&](pqxx::connection_base& c) {
@@ -505,6 +507,14 @@ absl::StatusOr<std::string> ReviewStore::ScFileName(int64_t study_id, int64_t re
       return;
     }
     file = r[0][0].as<std::string>();
+    if (identity) {
+      *identity = audit::StudyRef{};
+      identity->sop_classes[r[0][1].as<std::string>()] = 1;
+      identity->study_uid = r[0][2].as<std::string>();
+      identity->accession = r[0][3].as<std::string>();
+      identity->patient_id = r[0][4].as<std::string>();
+      identity->patient_name = r[0][5].as<std::string>();
+    }
     InsertAudit(tx, actor, "view_image", study_id, json{{"result_id", result_id}});
     tx.commit();
   });

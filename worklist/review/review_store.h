@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "audit/audit_message.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
 #include "worklist/db/pg_pool.h"
@@ -62,7 +63,9 @@ class ReviewStore {
 
   // The file name (64 hex) of a Secondary Capture result of this study, for
   // the PNG preview; NOT_FOUND otherwise. Writes the view_image audit row.
-  absl::StatusOr<std::string> ScFileName(int64_t study_id, int64_t result_id, const Actor& actor);
+  // identity, when given, receives the study and patient for the audit trail.
+  absl::StatusOr<std::string> ScFileName(int64_t study_id, int64_t result_id, const Actor& actor,
+                                         audit::StudyRef* identity = nullptr);
 
   // 201-shaped body on success. ABORTED with the 409 body (as the status
   // message, JSON text) when expected_version is stale; NOT_FOUND for an
