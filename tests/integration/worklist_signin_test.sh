@@ -190,9 +190,45 @@ sleep 1.2
 refused unknown_key "$(mint "$KEYS/r1.pem" r1 "$(claims dr.lee radiologist)")"
 pass "key set over HTTPS from a throwaway CA, rotated; http:// refused; an expired configured token refused"
 
+# ---- migration 0013 for a login that is no superuser ---------------------------
+# As in a hospital: the DBA prepared the audit log's owner (migration 0005),
+# which ends the login's membership; 0013 then needs it granted again.
+PGBASE=${SECONDREAD_DATABASE_URL%/*}
+HOST_PORT=${PGBASE#*@}
+sql "CREATE ROLE sr_plain LOGIN" >/dev/null
+for db in sr_regrant sr_plain; do
+  sql "CREATE DATABASE $db" >/dev/null
+  psql "$PGBASE/$db" -qAt -v ON_ERROR_STOP=1 -c "GRANT CREATE ON SCHEMA public TO sr_plain, secondread_audit_owner" >/dev/null
+  echo "postgresql://sr_plain@$HOST_PORT/$db" >"$WORK/$db.url"
+  sed "s#^  url_file: .*#  url_file: $WORK/$db.url#" "$SECONDREAD_CONFIG" >"$WORK/$db.yaml"
+done
+actions() { psql "postgresql://sr_plain@$HOST_PORT/$1" -qAt -c \
+  "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'audit_log_action_check'"; }
+member() { psql "postgresql://sr_plain@$HOST_PORT/$1" -qAt -c "SELECT pg_has_role('sr_plain', 'secondread_audit_owner', 'MEMBER')"; }
+sql "GRANT secondread_audit_owner TO sr_plain WITH ADMIN OPTION" >/dev/null
+"$SECONDREAD_BIN" migrate --config "$WORK/sr_regrant.yaml" --to 12 >"$WORK/m1.log" 2>&1 || fail "migrate to 12: $(tail -3 "$WORK/m1.log")"
+[ "$(member sr_regrant)" = f ] || fail "0005 left the membership"
+sql "GRANT secondread_audit_owner TO sr_plain WITH ADMIN OPTION" >/dev/null
+"$SECONDREAD_BIN" migrate --config "$WORK/sr_regrant.yaml" >"$WORK/m2.log" 2>&1 || fail "migrate 13: $(tail -3 "$WORK/m2.log")"
+[[ "$(actions sr_regrant)" == *"'sign_in'"*"'view_worklist'"* ]] || fail "0013 did not extend the actions: $(actions sr_regrant)"
+[ "$(member sr_regrant)" = f ] || fail "0013 left the membership"
+sql "GRANT secondread_audit_owner TO sr_plain WITH ADMIN OPTION" >/dev/null
+"$SECONDREAD_BIN" migrate --config "$WORK/sr_regrant.yaml" --to 12 >"$WORK/m3.log" 2>&1 || fail "down 13"
+[ "$(member sr_regrant)" = f ] || fail "0013's down left the membership"
+[[ "$(actions sr_regrant)" != *sign_in* && "$(actions sr_regrant)" == *view_worklist* ]] || fail "down: $(actions sr_regrant)"
+# Without the second grant 0013 completes and leaves the actions; the node warns.
+sql "GRANT secondread_audit_owner TO sr_plain WITH ADMIN OPTION" >/dev/null
+"$SECONDREAD_BIN" migrate --config "$WORK/sr_plain.yaml" >"$WORK/m4.log" 2>&1 || fail "plain migrate: $(tail -3 "$WORK/m4.log")"
+[[ "$(actions sr_plain)" != *sign_in* ]] || fail "0013 changed audit_log without the owner's rights"
+[ "$(psql "postgresql://sr_plain@$HOST_PORT/sr_plain" -qAt -c "SELECT count(*) FROM api_tokens")" = 0 ] || fail "no api_tokens"
+pass "migration 0013 as a plain login: up and down change the actions when the DBA granted the owner again, else leave them"
+
 # A server whose certificate the configured CA did not sign is not believed.
 make_ca "$WORK/other" other-ca
 node_restart "${OIDC[@]}" --set "api.oidc.jwks_url=$URL" --set "api.oidc.jwks_ca_file=$WORK/other/other-ca.pem"
 refused keys_unavailable "$(mint "$KEYS/e1.pem" e1 "$(claims dr.lee radiologist)")"
 pass "a key server with a certificate from another CA is refused"
+node_restart --set "database.url_file=$WORK/sr_plain.url"
+grep -q '"event":"audit_log_actions_missing".*"sign_in"' "$LOG" || fail "no warning that sign-ins cannot be audited"
+pass "a node whose audit log lacks the sign-in actions warns at start"
 finish
