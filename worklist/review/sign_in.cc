@@ -155,6 +155,17 @@ SignIn::Attempt SignIn::Check(const std::string& authorization) {
     a.event.reason = "malformed";
     return a;
   }
+  // Configured tokens first: they may have any shape, a JWT's included.
+  if (auto cfg = worklist::Authenticate(config_tokens_, authorization)) {
+    a.event.method = "config_token";
+    a.event.user = cfg->name;
+    if (cfg->expires_unix && UnixNow() >= *cfg->expires_unix) {
+      a.event.reason = "expired";
+      return a;
+    }
+    a.who = Principal{cfg->name, {cfg->role}, "config_token"};
+    return a;
+  }
   if (LooksLikeJwt(*token)) {
     a.event.method = "oidc";
     if (!oidc_) {
@@ -171,16 +182,6 @@ SignIn::Attempt SignIn::Check(const std::string& authorization) {
     }
     a.event.user = u.name;
     a.who = Principal{u.name, u.roles, "oidc"};
-    return a;
-  }
-  if (auto cfg = worklist::Authenticate(config_tokens_, authorization)) {
-    a.event.method = "config_token";
-    a.event.user = cfg->name;
-    if (cfg->expires_unix && UnixNow() >= *cfg->expires_unix) {
-      a.event.reason = "expired";
-      return a;
-    }
-    a.who = Principal{cfg->name, {cfg->role}, "config_token"};
     return a;
   }
   if (store_ != nullptr && token->rfind(kIssuedTokenPrefix, 0) == 0) {

@@ -81,6 +81,14 @@ TEST(SignInTest, ConfiguredTokensExpire) {
   EXPECT_EQ(audit.events[2].method, "config_token");
 }
 
+TEST(SignInTest, AConfiguredTokenShapedLikeAJwtStillSignsIn) {
+  SignIn s({{"kiosk", "radiologist", Sha256Hex("abc.def.ghi"), std::nullopt}}, nullptr, nullptr, nullptr);
+  SignIn::Refusal why;
+  auto who = s.Authenticate(Req("abc.def.ghi"), "10.0.0.7", why);
+  ASSERT_TRUE(who.has_value()) << why.reason;
+  EXPECT_EQ(who->name, "kiosk");
+}
+
 TEST(SignInTest, ASuccessIsAuditedAtTheTokensFirstUseOnly) {
   RecordingAudit audit;
   SignIn s({{"dr-lee", "radiologist", Sha256Hex("lee-token"), std::nullopt}}, nullptr, nullptr, &audit);
