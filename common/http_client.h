@@ -1,10 +1,11 @@
-// A plain GET of one file over HTTP or HTTPS, streamed to disk: how node
-// replicas fetch each other's files. cpp-httplib is used only here and in
-// http_server.cc.
+// Plain GETs over HTTP or HTTPS: how node replicas fetch each other's files
+// (streamed to disk) and how the worklist fetches an identity provider's key
+// set (in memory). cpp-httplib is used only here and in http_server.cc.
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "common/status.h"
@@ -25,10 +26,30 @@ struct HttpFetch {
   std::function<bool()> keep_going;
 };
 
-// Writes the body to `dest` (created, fsync'ed only by the caller's choice:
-// the copy is a cache, the holder keeps the durable one). NOT_FOUND for a 404,
-// PERMISSION_DENIED for 401/403, UNAVAILABLE for every network failure and
-// other status; the file is removed on any failure.
-absl::Status HttpGetToFile(const HttpFetch& fetch, const std::string& dest, uint64_t* bytes = nullptr);
+// Keeps connections open between fetches from the same server, so that a
+// read fetching hundreds of slices from another replica pays for one TLS
+// handshake, not one per slice. Thread-safe: a connection serves one fetch
+// at a time; concurrent fetches open more.
+class HttpConnectionPool {
+ public:
+  HttpConnectionPool();
+  ~HttpConnectionPool();
+  struct Impl;
+  Impl* impl() { return impl_.get(); }
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+// Writes the body to `dest` (not fsync'ed: the copy is a cache, the holder
+// keeps the durable one). NOT_FOUND for a 404, PERMISSION_DENIED for 401/403,
+// RESOURCE_EXHAUSTED over max_bytes, UNAVAILABLE for every network failure
+// and other status; the file is removed on any failure. With a pool, the
+// connection is reused.
+absl::Status HttpGetToFile(const HttpFetch& fetch, const std::string& dest, uint64_t* bytes = nullptr,
+                           HttpConnectionPool* pool = nullptr);
+
+// The body in memory, at most fetch.max_bytes; the same status mapping.
+absl::StatusOr<std::string> HttpGet(const HttpFetch& fetch);
 
 }  // namespace secondread

@@ -582,6 +582,7 @@ absl::StatusOr<std::unique_ptr<OpsHttpServer>> OpsHttpServer::Start(const HttpOp
   auto& srv = *self->server_;
   srv.new_task_queue = PoolFor(options.limits, 1);
   srv.set_keep_alive_timeout(options.limits.header_timeout_s);
+  srv.set_tcp_nodelay(true);
   srv.Get("/metrics", [registry](const httplib::Request&, httplib::Response& res) {
     res.set_content(registry->Serialize(), "text/plain; version=0.0.4");
   });

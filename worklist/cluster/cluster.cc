@@ -265,7 +265,7 @@ absl::StatusOr<std::string> Cluster::Locate(HeldKind kind, const std::string& na
     fetch.ca_file = options_.tls_ca_file;
     fetch.read_timeout_s = static_cast<int>(options_.fetch_timeout.count());
     uint64_t bytes = 0;
-    last = HttpGetToFile(fetch, dest, &bytes);
+    last = HttpGetToFile(fetch, dest, &bytes, &connections_);
     if (last.ok()) {
       if (fetches_) fetches_->Add({{"kind", KindName(kind)}, {"outcome", "fetched"}}).Increment();
       return dest;

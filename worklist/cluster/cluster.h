@@ -15,6 +15,7 @@
 #include <string>
 #include <thread>
 
+#include "common/http_client.h"
 #include "common/http_server.h"
 #include "common/metrics.h"
 #include "worklist/db/pg_pool.h"
@@ -77,6 +78,7 @@ class Cluster : public FileLocator {
   LogRateLimiter refusals_log_{1};
   prometheus::Family<metrics::Counter>* fetches_ = nullptr;
   prometheus::Family<metrics::Counter>* served_ = nullptr;
+  HttpConnectionPool connections_;
   std::mutex urls_mu_;
   std::map<std::string, std::string> urls_;
   std::thread heartbeat_;

@@ -1,6 +1,9 @@
 #include "worklist/pipeline/read_stages.h"
 
 #include <algorithm>
+#include <atomic>
+#include <mutex>
+#include <thread>
 #include <cstdio>
 #include <ctime>
 #include <random>
@@ -118,22 +121,56 @@ void ObserveVolumeStages(PipelineMetrics& metrics, const VolumeStageTimes& t) {
 absl::Status LocateSources(const scp::Spool& spool, FileLocator* locator, StagingDir& staging,
                            std::vector<SourceRow>& sources, const std::vector<size_t>* only,
                            const std::function<bool()>& keep_going) {
-  auto locate = [&](SourceRow& s) -> absl::Status {
+  std::vector<size_t> remote;
+  auto visit = [&](size_t i) {
+    SourceRow& s = sources[i];
     if (!locator || s.holder.empty() || s.holder == locator->self()) {
       s.path = spool.PathFor(s.spool_name);
-      return absl::OkStatus();
+    } else {
+      remote.push_back(i);
     }
-    if (keep_going && !keep_going()) return absl::CancelledError("the claim was lost");
-    ASSIGN_OR_RETURN(std::string dir, staging.Path());
-    ASSIGN_OR_RETURN(s.path, locator->Locate(HeldKind::kInstance, s.spool_name, s.holder, dir));
-    return absl::OkStatus();
   };
   if (only) {
-    for (size_t i : *only) RETURN_IF_ERROR(locate(sources[i]));
+    for (size_t i : *only) visit(i);
   } else {
-    for (auto& s : sources) RETURN_IF_ERROR(locate(s));
+    for (size_t i = 0; i < sources.size(); ++i) visit(i);
   }
-  return absl::OkStatus();
+  if (remote.empty()) return absl::OkStatus();
+  ASSIGN_OR_RETURN(std::string dir, staging.Path());
+  // A few fetches at once: each is a round trip to the holder, and a volume
+  // read may need hundreds of slices from it.
+  constexpr size_t kParallelFetches = 4;
+  std::atomic<size_t> next{0};
+  std::mutex mu;
+  absl::Status first_error;
+  auto work = [&] {
+    for (;;) {
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        if (!first_error.ok()) return;
+      }
+      const size_t k = next.fetch_add(1);
+      if (k >= remote.size()) return;
+      if (keep_going && !keep_going()) {
+        std::lock_guard<std::mutex> lock(mu);
+        if (first_error.ok()) first_error = absl::CancelledError("the claim was lost");
+        return;
+      }
+      SourceRow& s = sources[remote[k]];
+      auto path = locator->Locate(HeldKind::kInstance, s.spool_name, s.holder, dir);
+      std::lock_guard<std::mutex> lock(mu);
+      if (!path.ok()) {
+        if (first_error.ok()) first_error = path.status();
+        return;
+      }
+      s.path = *std::move(path);
+    }
+  };
+  std::vector<std::thread> threads;
+  for (size_t t = 1; t < std::min(kParallelFetches, remote.size()); ++t) threads.emplace_back(work);
+  work();
+  for (auto& t : threads) t.join();
+  return first_error;
 }
 
 }  // namespace secondread::worklist

@@ -345,12 +345,16 @@ void VolumeDispatcher::Process(Lease& lease) {
   // Locate: instances another node replica holds are fetched from it.
   if (!lease.Check().ok()) return lost("locate");
   StagingDir staging(spool_->options().dir + "/fetch");
+  const auto t_locate = Steady::now();
   if (absl::Status located =
           LocateSources(*spool_, locator_, staging, sources, nullptr, [&lease] { return !lease.lost(); });
       !located.ok()) {
     if (lease.lost()) return lost("locate");
     return fail(Transiently(located));
   }
+  const double locate_ms = Milliseconds(Steady::now() - t_locate);
+  int64_t fetched = 0;
+  for (const auto& s : sources) fetched += (locator_ && !s.holder.empty() && s.holder != locator_->self()) ? 1 : 0;
 
   // Assemble.
   if (!lease.Check().ok()) return lost("assemble");
@@ -412,6 +416,8 @@ void VolumeDispatcher::Process(Lease& lease) {
   log::Info("read_finished", {{"read_id", read_id},
                               {"state", "done"},
                               {"input", "volume"},
+                              {"locate_ms", locate_ms},
+                              {"fetched_from_replicas", fetched},
                               {"model", model->name()},
                               {"model_version", model->version()},
                               {"slices", volume->depth},

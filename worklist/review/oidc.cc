@@ -5,7 +5,7 @@
 #include <sstream>
 
 #include "common/log.h"
-#include "httplib.h"
+#include "common/http_client.h"
 
 namespace secondread::worklist {
 
@@ -74,17 +74,22 @@ std::optional<HttpsUrl> ParseHttpsUrl(const std::string& url) {
 }
 
 absl::StatusOr<std::string> FetchJwksUrl(const HttpsUrl& url, const std::string& ca_file, int timeout_s) {
-  httplib::SSLClient client(url.host, url.port);
-  client.enable_server_certificate_verification(true);
-  if (!ca_file.empty()) client.set_ca_cert_path(ca_file.c_str());
-  client.set_connection_timeout(timeout_s, 0);
-  client.set_read_timeout(timeout_s, 0);
-  client.set_follow_location(false);
-  auto res = client.Get(url.path.c_str());
-  if (!res) return absl::UnavailableError("JWKS fetch failed: " + httplib::to_string(res.error()));
-  if (res->status != 200) return absl::UnavailableError("JWKS fetch answered HTTP " + std::to_string(res->status));
-  if (res->body.size() > kMaxJwksBytes) return absl::InvalidArgumentError("the JWKS is over 1 MiB");
-  return res->body;
+  HttpFetch fetch;
+  const bool v6 = url.host.find(':') != std::string::npos;
+  fetch.base_url = "https://" + (v6 ? "[" + url.host + "]" : url.host) + ":" + std::to_string(url.port);
+  fetch.path = url.path;
+  fetch.ca_file = ca_file;
+  fetch.connect_timeout_s = timeout_s;
+  fetch.read_timeout_s = timeout_s;
+  fetch.max_bytes = kMaxJwksBytes;
+  auto body = HttpGet(fetch);
+  if (!body.ok()) {
+    if (body.status().code() == absl::StatusCode::kResourceExhausted) {
+      return absl::InvalidArgumentError("the JWKS is over 1 MiB");
+    }
+    return absl::UnavailableError("JWKS fetch failed: " + std::string(body.status().message()));
+  }
+  return *std::move(body);
 }
 
 bool UsableName(const std::string& s) {

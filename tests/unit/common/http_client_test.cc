@@ -85,6 +85,21 @@ TEST_F(HttpClientTest, StreamsAFileByteForByteAndSendsTheToken) {
   EXPECT_EQ(last_auth_, "Bearer the-cluster-token");
 }
 
+TEST_F(HttpClientTest, APoolServesManyFetchesAndKeepsOnlyCleanConnections) {
+  HttpConnectionPool pool;
+  for (int i = 0; i < 20; ++i) {
+    const std::string dest = dir_ + "/pooled" + std::to_string(i);
+    ASSERT_TRUE(HttpGetToFile(Fetch("/file"), dest, nullptr, &pool).ok()) << i;
+    ASSERT_EQ(ReadFile(dest), payload_) << i;
+    // A refusal in between must not poison the connection the next fetch takes.
+    EXPECT_EQ(HttpGetToFile(Fetch("/denied"), dest + ".x", nullptr, &pool).code(),
+              absl::StatusCode::kPermissionDenied);
+  }
+  auto body = HttpGet(Fetch("/file"));
+  ASSERT_TRUE(body.ok()) << body.status();
+  EXPECT_EQ(*body, payload_);
+}
+
 TEST_F(HttpClientTest, StatusCodesMapToWhatCallersRetry) {
   EXPECT_EQ(HttpGetToFile(Fetch("/missing-file"), dir_ + "/a").code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(HttpGetToFile(Fetch("/no-route"), dir_ + "/b").code(), absl::StatusCode::kNotFound);
