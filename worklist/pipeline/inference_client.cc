@@ -14,6 +14,7 @@
 #include <thread>
 #include <utility>
 
+#include "common/log.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "secondread/inference/v1/inference.grpc.pb.h"
 
@@ -414,13 +415,32 @@ absl::StatusOr<InferenceClient::Ptr> InferenceClient::Create(const InferenceClie
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, kMaxReconnectBackoffMs);
     for (const auto& address : options.endpoints) {
       if (address.empty()) return absl::InvalidArgumentError("inference client: empty endpoint");
+      grpc::ChannelArguments endpoint_args = args;
+      std::shared_ptr<grpc::ChannelCredentials> credentials;
+      if (options.tls.files.enabled()) {
+        auto tls = grpc_tls::ChannelCredentials(options.tls, address, &endpoint_args);
+        if (!tls.ok()) return absl::Status(tls.status().code(), "inference client: " + std::string(tls.status().message()));
+        credentials = *std::move(tls);
+      } else if (grpc_tls::IsLoopback(address)) {
+        credentials = grpc::InsecureChannelCredentials();
+      } else {
+        // Pixels and model answers would cross the network readable by anyone
+        // on the path.
+        return absl::FailedPreconditionError("inference client: endpoint " + address +
+                                             " is not on loopback and inference.tls is not configured");
+      }
       auto ep = std::make_unique<Impl::Endpoint>();
       ep->address = address;
-      ep->channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+      // Health checks ride on the same channel, so they use the same credentials.
+      ep->channel = grpc::CreateCustomChannel(address, credentials, endpoint_args);
       if (!ep->channel) return absl::InvalidArgumentError("inference client: cannot create channel to " + address);
       ep->inference = pb::Inference::NewStub(ep->channel);
       ep->health = health::Health::NewStub(ep->channel);
       impl->endpoints.push_back(std::move(ep));
+    }
+    if (!options.tls.files.enabled()) {
+      log::Warn("inference_plaintext", {{"endpoints", options.endpoints},
+                                        {"reason", "no inference.tls: plaintext gRPC, allowed on loopback only"}});
     }
     Impl* raw = impl.get();
     impl->health_thread = std::thread([raw] { raw->HealthLoop(); });

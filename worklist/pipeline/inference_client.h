@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "common/grpc_tls.h"
 #include "common/status.h"
 #include "secondread/inference/v1/inference.pb.h"
 
@@ -55,6 +56,9 @@ struct InferenceClientOptions {
   // The most bytes of maps one InferVolume answer may announce; a larger
   // answer is refused before any of it is stored.
   uint64_t max_volume_result_bytes = 1ull << 30;
+  // Mutual TLS to the workers (inference.tls.*). Without it, every endpoint
+  // must be on loopback.
+  grpc_tls::ClientOptions tls;
 };
 
 // A volume for InferVolume: float32 voxels [depth][rows][columns], W fastest.
