@@ -13,6 +13,7 @@
 #include "worklist/review/review_store.h"
 #include "worklist/db/migrations.h"
 #include "worklist/db/registry.h"
+#include "worklist/pipeline/inference_client.h"
 
 namespace secondread {
 
@@ -31,6 +32,12 @@ absl::Status Serve(const NodeOptions& options) {
     if (absl::Status tls = scp::CheckTls(destination); !tls.ok()) {
       return absl::InvalidArgumentError("export destination " + name + ": " + std::string(tls.message()));
     }
+  }
+
+  // So does a link to the workers that would be plaintext across the
+  // network, or whose TLS files cannot be used.
+  if (!options.pipeline.inference.endpoints.empty()) {
+    RETURN_IF_ERROR(worklist::CheckInferenceLink(options.pipeline.inference));
   }
 
   if (options.migrate_on_start) {

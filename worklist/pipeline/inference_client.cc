@@ -388,8 +388,26 @@ InferenceClient::InferenceClient(std::unique_ptr<Impl> impl) : impl_(std::move(i
 
 InferenceClient::~InferenceClient() = default;
 
+absl::Status CheckInferenceLink(const InferenceClientOptions& options) {
+  if (options.tls.files.enabled()) {
+    if (absl::Status st = grpc_tls::CheckFiles(options.tls.files); !st.ok()) {
+      return absl::Status(st.code(), "inference.tls: " + std::string(st.message()));
+    }
+    return absl::OkStatus();
+  }
+  for (const auto& address : options.endpoints) {
+    if (!grpc_tls::IsLoopback(address)) {
+      return absl::FailedPreconditionError("inference endpoint " + address +
+                                           " is not on loopback and inference.tls is not configured: "
+                                           "plaintext gRPC is allowed on loopback only");
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<InferenceClient::Ptr> InferenceClient::Create(const InferenceClientOptions& options) {
   if (options.endpoints.empty()) return absl::InvalidArgumentError("inference client: no endpoints configured");
+  RETURN_IF_ERROR(CheckInferenceLink(options));
   if (options.health_interval <= std::chrono::milliseconds::zero()) {
     return absl::InvalidArgumentError("inference client: health_interval must be positive");
   }
@@ -421,13 +439,8 @@ absl::StatusOr<InferenceClient::Ptr> InferenceClient::Create(const InferenceClie
         auto tls = grpc_tls::ChannelCredentials(options.tls, address, &endpoint_args);
         if (!tls.ok()) return absl::Status(tls.status().code(), "inference client: " + std::string(tls.status().message()));
         credentials = *std::move(tls);
-      } else if (grpc_tls::IsLoopback(address)) {
-        credentials = grpc::InsecureChannelCredentials();
       } else {
-        // Pixels and model answers would cross the network readable by anyone
-        // on the path.
-        return absl::FailedPreconditionError("inference client: endpoint " + address +
-                                             " is not on loopback and inference.tls is not configured");
+        credentials = grpc::InsecureChannelCredentials();
       }
       auto ep = std::make_unique<Impl::Endpoint>();
       ep->address = address;

@@ -97,6 +97,12 @@ struct EndpointState {
   int64_t failures = 0;
 };
 
+// The link's security before anything connects: with inference.tls, its
+// files must load; without it, every endpoint must be on loopback, since
+// pixels and model answers would otherwise cross the network readable by
+// anyone on the path.
+absl::Status CheckInferenceLink(const InferenceClientOptions& options);
+
 class InferenceClient {
  public:
   using Ptr = std::unique_ptr<InferenceClient>;
