@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Mutual TLS between the node and the worker. dev-up --tls runs the real
 # worker with tls.* and the real node with inference.tls.*, both from one
-# throwaway CA. A chest radiograph is read over that link. The worker
+# throwaway CA. A chest radiograph and a CT volume are read over that link. The worker
 # refuses, and logs with the reason, a client without a certificate, with a
 # certificate from another CA, with an expired one, with one whose name is
 # not on tls.allowed_clients, and plaintext; a client with the node's
@@ -50,7 +50,13 @@ wait_read_done 1 90
 NODE_SERIAL=$(serial "$SECONDREAD_GRPC_TLS_CERT")
 grep '"grpc_client_verified"' "$WLOG" | grep -q "\"serial\":\"$NODE_SERIAL\"" ||
   fail "the worker did not log the node's certificate (serial $NODE_SERIAL) as verified"
-pass "a chest radiograph was read over mutual TLS; the worker verified the node's certificate (serial $NODE_SERIAL)"
+# A CT series as a volume: InferVolume streams it both ways over the same link.
+$PY "$IT_REPO/tools/gen_series.py" "$WORK/ct" --modality CT --slices 12 --rows 32 --columns 32 --seed 5 >/dev/null
+send "$WORK"/ct/*.dcm >/dev/null 2>&1 || fail "storescu CT"
+wait_sql "SELECT count(*) FROM reads WHERE input = 'volume' AND state IN ('done', 'failed')" 1 180
+[ "$(sql "SELECT state FROM reads WHERE input = 'volume'")" = done ] ||
+  fail "the volume read did not finish: $(sql "SELECT state, error FROM reads WHERE input = 'volume'")"
+pass "a chest radiograph and a 12-slice CT volume were read over mutual TLS; the worker verified the node's certificate (serial $NODE_SERIAL)"
 
 # 2. What the worker refuses, each with its reason in the worker's log.
 mkdir -p "$WORK/certs"
