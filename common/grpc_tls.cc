@@ -12,8 +12,8 @@
 #include <openssl/x509v3.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
-#include <cstdio>
 #include <fstream>
 #include <mutex>
 #include <sstream>
