@@ -6,7 +6,8 @@
 # certificate from another CA, with an expired one, with one whose name is
 # not on tls.allowed_clients, and plaintext; a client with the node's
 # certificate passes (integration/tools/worker_probe.cc, speaking with
-# gRPC's own SSL credentials, not the node's code). The node refuses a worker
+# gRPC's own SSL credentials, not the node's code); secondread-validate-model
+# passes with a certificate and fails without. The node refuses a worker
 # whose certificate does not carry the name it expects. Both sides'
 # certificates are replaced on disk (new keys and serials, same CA) while
 # studies keep arriving: every read is done, none fails, and the worker then
@@ -89,6 +90,17 @@ refused "expired" "certificate has expired" "$WORK/certs/expired"
 refused "name not allowed" "no subjectAltName on tls.allowed_clients" "$WORK/certs/stranger"
 probe "" "" && fail "the worker answered plaintext gRPC"
 pass "the worker refuses no client certificate, another CA, an expired certificate, a name not allowed, and plaintext, each logged with its reason; the node's certificate passes"
+
+# secondread-validate-model reaches the same worker with the same kind of
+# certificate, and not without one.
+VALIDATE=${VALIDATE_BIN:-$BUILD_DIR/tools/validate/secondread-validate-model}
+$PY "$IT_REPO/tools/models/make_heldout.py" --out "$WORK/heldout" --count 16 --seed 99 >/dev/null
+"$VALIDATE" --worker "$SECONDREAD_WORKER_ADDR" --model synthetic-nodule-demo --heldout "$WORK/heldout" \
+  --tls-certificate "$SECONDREAD_GRPC_TLS_CERT" --tls-private-key "$SECONDREAD_GRPC_TLS_KEY" --tls-ca "$T/ca.pem" \
+  >"$WORK/validate.out" 2>&1 || fail "validate-model over mutual TLS: $(tail -n 5 "$WORK/validate.out")"
+timeout 60 "$VALIDATE" --worker "$SECONDREAD_WORKER_ADDR" --model synthetic-nodule-demo --heldout "$WORK/heldout" \
+  >"$WORK/validate-plain.out" 2>&1 && fail "validate-model reached the worker in plaintext"
+pass "secondread-validate-model scores a held-out set over mutual TLS and fails without a certificate"
 
 # 3. The node refuses a worker whose certificate does not name what it expects.
 gen_study 2
