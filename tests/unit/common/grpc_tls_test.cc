@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <unistd.h>
+
 #include "grpc/health/v1/health.grpc.pb.h"
 
 namespace secondread::grpc_tls {
