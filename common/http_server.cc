@@ -5,8 +5,10 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cctype>
 #include <cerrno>
@@ -713,6 +715,28 @@ HttpRequest ToRequest(const httplib::Request& req) {
 }
 
 void Write(const HttpResponse& from, httplib::Response& to) {
+  if (!from.file_path.empty()) {
+    int fd = ::open(from.file_path.c_str(), O_RDONLY | O_CLOEXEC);
+    struct stat st {};
+    if (fd < 0 || ::fstat(fd, &st) != 0) {
+      if (fd >= 0) ::close(fd);
+      Write(HttpResponse::Error(404, "not_found"), to);
+      return;
+    }
+    to.status = from.status;
+    for (const auto& [name, value] : from.headers) to.set_header(name.c_str(), value);
+    to.set_content_provider(
+        static_cast<size_t>(st.st_size), from.content_type,
+        [fd](size_t offset, size_t length, httplib::DataSink& sink) {
+          char buf[256 * 1024];
+          const size_t want = std::min(length, sizeof buf);
+          ssize_t n = ::pread(fd, buf, want, static_cast<off_t>(offset));
+          if (n <= 0) return false;  // ends the connection: the peer sees a short body
+          return sink.write(buf, static_cast<size_t>(n));
+        },
+        [fd](bool) { ::close(fd); });
+    return;
+  }
   to.status = from.status;
   for (const auto& [name, value] : from.headers) to.set_header(name.c_str(), value);
   to.set_content(from.body, from.content_type.c_str());
@@ -798,7 +822,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOp
 
   ASSIGN_OR_RETURN(self->port_, BindAndListen(srv, options.bind, options.port, self->thread_));
   log::Info("http_listening",
-            {{"bind", options.bind}, {"port", self->port_}, {"server", "api"}, {"tls", options.tls()}});
+            {{"bind", options.bind}, {"port", self->port_}, {"server", options.name}, {"tls", options.tls()}});
   return self;
 }
 

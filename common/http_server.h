@@ -113,6 +113,9 @@ struct HttpResponse {
   std::string content_type = "application/json";
   std::string body;
   std::map<std::string, std::string> headers;
+  // When set, the body is this file, streamed from disk rather than held in
+  // memory (body is ignored). A file that cannot be opened is a 404.
+  std::string file_path;
 
   static HttpResponse Json(int status, const nlohmann::json& body);
   static HttpResponse Error(int status, const std::string& error, const std::string& message = "");

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cctype>
+#include <algorithm>
 #include <climits>
 #include <set>
 
@@ -229,6 +230,70 @@ absl::Status ParsePipeline(config::ConfigTree& t, worklist::PipelineOptions& p, 
   return absl::OkStatus();
 }
 
+absl::Status ParseOidc(config::ConfigTree& t, worklist::OidcOptions& o) {
+  ASSIGN_OR_RETURN(o.issuer, t.String("api.oidc.issuer", ""));
+  ASSIGN_OR_RETURN(o.audience, t.String("api.oidc.audience", ""));
+  ASSIGN_OR_RETURN(o.jwks_file, t.String("api.oidc.jwks_file", ""));
+  ASSIGN_OR_RETURN(o.jwks_url, t.String("api.oidc.jwks_url", ""));
+  ASSIGN_OR_RETURN(o.jwks_ca_file, t.String("api.oidc.jwks_ca_file", ""));
+  ASSIGN_OR_RETURN(int64_t refresh, t.Int("api.oidc.jwks_refresh_seconds", o.jwks_refresh_s, 1, 86400));
+  ASSIGN_OR_RETURN(int64_t min_refresh, t.Int("api.oidc.jwks_min_refresh_seconds", o.jwks_min_refresh_s, 1, 3600));
+  ASSIGN_OR_RETURN(int64_t timeout, t.Int("api.oidc.jwks_timeout_seconds", o.jwks_timeout_s, 1, 60));
+  ASSIGN_OR_RETURN(int64_t skew, t.Int("api.oidc.clock_skew_seconds", o.clock_skew_s, 0, 600));
+  o.jwks_refresh_s = static_cast<int>(refresh);
+  o.jwks_min_refresh_s = static_cast<int>(min_refresh);
+  o.jwks_timeout_s = static_cast<int>(timeout);
+  o.clock_skew_s = static_cast<int>(skew);
+  ASSIGN_OR_RETURN(o.username_claim, t.String("api.oidc.username_claim", o.username_claim));
+  ASSIGN_OR_RETURN(o.roles_claim, t.String("api.oidc.roles_claim", o.roles_claim));
+  ASSIGN_OR_RETURN(o.radiologist_values, t.StringList("api.oidc.roles.radiologist", {}));
+  ASSIGN_OR_RETURN(o.admin_values, t.StringList("api.oidc.roles.admin", {}));
+  const bool any = !o.audience.empty() || !o.jwks_file.empty() || !o.jwks_url.empty() ||
+                   !o.radiologist_values.empty() || !o.admin_values.empty();
+  if (o.issuer.empty()) {
+    if (any) return absl::InvalidArgumentError("api.oidc.* is set but api.oidc.issuer is not");
+    return absl::OkStatus();
+  }
+  if (o.audience.empty()) return absl::InvalidArgumentError("api.oidc.audience must be set with api.oidc.issuer");
+  if (o.jwks_file.empty() == o.jwks_url.empty()) {
+    return absl::InvalidArgumentError("set exactly one of api.oidc.jwks_file and api.oidc.jwks_url");
+  }
+  // Keys fetched in the clear could be swapped by anyone on the path.
+  if (!o.jwks_url.empty() && o.jwks_url.rfind("https://", 0) != 0) {
+    return absl::InvalidArgumentError("api.oidc.jwks_url must be an https:// URL");
+  }
+  if (!o.jwks_ca_file.empty() && o.jwks_url.empty()) {
+    return absl::InvalidArgumentError("api.oidc.jwks_ca_file goes with api.oidc.jwks_url");
+  }
+  if (o.radiologist_values.empty() && o.admin_values.empty()) {
+    return absl::InvalidArgumentError("api.oidc.roles.radiologist or api.oidc.roles.admin must list claim values");
+  }
+  if (o.username_claim.empty() || o.roles_claim.empty()) {
+    return absl::InvalidArgumentError("api.oidc.username_claim and api.oidc.roles_claim must not be empty");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseCluster(config::ConfigTree& t, worklist::ClusterOptions& c) {
+  ASSIGN_OR_RETURN(c.enabled, t.Bool("cluster.enabled", c.enabled));
+  ASSIGN_OR_RETURN(c.node_id, t.String("cluster.node_id", c.node_id));
+  ASSIGN_OR_RETURN(c.advertise_url, t.String("cluster.advertise_url", c.advertise_url));
+  ASSIGN_OR_RETURN(c.bind, t.String("cluster.bind", c.bind));
+  ASSIGN_OR_RETURN(int64_t port, t.Int("cluster.port", c.port, 0, 65535));
+  c.port = static_cast<uint16_t>(port);
+  ASSIGN_OR_RETURN(c.token_file, t.String("cluster.token_file", c.token_file));
+  ASSIGN_OR_RETURN(c.tls_cert_file, t.String("cluster.tls.cert_file", ""));
+  ASSIGN_OR_RETURN(c.tls_key_file, t.String("cluster.tls.key_file", ""));
+  ASSIGN_OR_RETURN(c.tls_ca_file, t.String("cluster.tls.ca_file", ""));
+  ASSIGN_OR_RETURN(c.shared_spool_root, t.String("cluster.shared_spool_root", ""));
+  ASSIGN_OR_RETURN(int64_t beat, t.Int("cluster.heartbeat_seconds", c.heartbeat.count(), 1, 3600));
+  c.heartbeat = std::chrono::seconds(beat);
+  ASSIGN_OR_RETURN(int64_t fetch, t.Int("cluster.fetch_timeout_seconds", c.fetch_timeout.count(), 1, 3600));
+  c.fetch_timeout = std::chrono::seconds(fetch);
+  RETURN_IF_ERROR(ParseHttpLimits(t, "cluster.limits", c.limits));
+  return worklist::ValidateClusterOptions(c);
+}
+
 absl::Status ParseApi(config::ConfigTree& t, worklist::ApiOptions& api) {
   ASSIGN_OR_RETURN(api.enabled, t.Bool("api.enabled", api.enabled));
   ASSIGN_OR_RETURN(api.http.bind, t.String("api.bind", api.http.bind));
@@ -268,7 +333,74 @@ absl::Status ParseApi(config::ConfigTree& t, worklist::ApiOptions& api) {
       hex = hex && std::isxdigit(static_cast<unsigned char>(c));
     }
     if (!hex) return absl::InvalidArgumentError(k + "sha256 must be 64 hexadecimal digits (the token's SHA-256)");
+    ASSIGN_OR_RETURN(std::string expires, t.String(k + "expires", ""));
+    if (!expires.empty()) {
+      token.expires_unix = worklist::ParseTimestamp(expires);
+      if (!token.expires_unix) {
+        return absl::InvalidArgumentError(k + "expires must be a date (2027-06-30) or an RFC 3339 time");
+      }
+    }
     api.tokens.push_back(std::move(token));
+  }
+  ASSIGN_OR_RETURN(int64_t default_days, t.Int("api.issued_tokens.default_lifetime_days", 30, 1, 3650));
+  ASSIGN_OR_RETURN(int64_t max_days, t.Int("api.issued_tokens.max_lifetime_days", 365, 1, 3650));
+  if (default_days > max_days) {
+    return absl::InvalidArgumentError("api.issued_tokens.default_lifetime_days is over max_lifetime_days");
+  }
+  api.issued_token_default_lifetime_s = default_days * 86400;
+  api.issued_token_max_lifetime_s = max_days * 86400;
+  return ParseOidc(t, api.oidc);
+}
+
+// audit.*: the ATNA trail is on when audit.repository is set.
+absl::Status ParseAudit(config::ConfigTree& t, NodeOptions& o) {
+  audit::AuditOptions& a = o.audit;
+  ASSIGN_OR_RETURN(std::string repository, t.String("audit.repository", ""));
+  ASSIGN_OR_RETURN(a.repository.transport, t.String("audit.transport", a.repository.transport));
+  ASSIGN_OR_RETURN(a.repository.ca, t.String("audit.tls.ca", ""));
+  ASSIGN_OR_RETURN(a.repository.certificate, t.String("audit.tls.certificate", ""));
+  ASSIGN_OR_RETURN(a.repository.private_key, t.String("audit.tls.private_key", ""));
+  ASSIGN_OR_RETURN(a.repository.server_name, t.String("audit.tls.server_name", ""));
+  ASSIGN_OR_RETURN(a.spool_dir, t.String("audit.spool_dir", ""));
+  ASSIGN_OR_RETURN(a.spool_max_bytes, t.Bytes("audit.spool_max_bytes", a.spool_max_bytes));
+  ASSIGN_OR_RETURN(double retry_max, t.Double("audit.retry_max_seconds", a.retry_max.count() / 1000.0, 0.1, 3600));
+  a.retry_max = std::chrono::milliseconds(static_cast<int64_t>(retry_max * 1000));
+  a.retry_initial = std::min(a.retry_initial, a.retry_max);
+  char host[256] = {0};
+  gethostname(host, sizeof host - 1);
+  ASSIGN_OR_RETURN(a.node.source_id, t.String("audit.source_id", "secondread@" + std::string(host)));
+  ASSIGN_OR_RETURN(a.node.enterprise_site, t.String("audit.enterprise_site", ""));
+  a.node.ae_title = o.dicom.ae_title;
+  a.node.host = host;
+  a.node.process_id = std::to_string(getpid());
+  a.syslog.hostname = host;
+  a.syslog.proc_id = a.node.process_id;
+  if (repository.empty()) return absl::OkStatus();
+  a.enabled = true;
+  if (a.repository.transport != "tls" && a.repository.transport != "udp") {
+    return absl::InvalidArgumentError("audit.transport must be tls or udp");
+  }
+  // HOST:PORT; [v6]:PORT for an IPv6 address.
+  size_t colon = repository.rfind(':');
+  if (colon == std::string::npos || colon == 0) return absl::InvalidArgumentError("audit.repository must be HOST:PORT");
+  std::string h = repository.substr(0, colon);
+  if (h.size() > 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
+  const std::string port = repository.substr(colon + 1);
+  char* end = nullptr;
+  long p = std::strtol(port.c_str(), &end, 10);
+  if (port.empty() || *end != '\0' || p < 1 || p > 65535) {
+    return absl::InvalidArgumentError("audit.repository port must be 1..65535");
+  }
+  a.repository.host = h;
+  a.repository.port = static_cast<uint16_t>(p);
+  if (a.repository.transport == "tls" &&
+      (a.repository.ca.empty() || a.repository.certificate.empty() || a.repository.private_key.empty())) {
+    return absl::InvalidArgumentError("audit.transport tls needs audit.tls.ca, audit.tls.certificate and "
+                                      "audit.tls.private_key");
+  }
+  if (a.spool_dir.empty()) {
+    if (o.spool.dir.empty()) return absl::InvalidArgumentError("audit.spool_dir or storage.spool_dir must be set");
+    a.spool_dir = o.spool.dir + "/audit";
   }
   return absl::OkStatus();
 }
@@ -383,6 +515,13 @@ absl::StatusOr<NodeOptions> ParseNodeOptions(config::ConfigTree& t) {
 
   RETURN_IF_ERROR(ParsePipeline(t, o.pipeline, o.dicom.ae_title));
   RETURN_IF_ERROR(ParseApi(t, o.api));
+  RETURN_IF_ERROR(ParseCluster(t, o.cluster));
+  // With a shared spool every replica writes its own directory on it, so no
+  // two replicas ever write, rename or remove the same file.
+  if (o.cluster.enabled && !o.cluster.shared_spool_root.empty()) {
+    o.spool.dir = o.cluster.shared_spool_root + "/" + o.cluster.node_id;
+  }
+  RETURN_IF_ERROR(ParseAudit(t, o));
   char host[256] = {0};
   gethostname(host, sizeof host - 1);
   o.pipeline.dispatch.node_id = std::string(host) + ":" + std::to_string(getpid());

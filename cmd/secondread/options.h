@@ -1,6 +1,7 @@
 // The node's options, parsed once from YAML plus command-line overrides.
 #pragma once
 
+#include "audit/audit_trail.h"
 #include "common/config.h"
 #include "common/http_server.h"
 #include "common/log.h"
@@ -8,6 +9,7 @@
 #include "scp/receive/dicom_server.h"
 #include "scp/receive/recovery.h"
 #include "scp/receive/spool.h"
+#include "worklist/cluster/cluster.h"
 #include "worklist/db/pg_pool.h"
 #include "worklist/review/api.h"
 #include "worklist/pipeline/pipeline.h"
@@ -26,6 +28,8 @@ struct NodeOptions {
   log::LogOptions log;
   worklist::PipelineOptions pipeline;
   worklist::ApiOptions api;
+  worklist::ClusterOptions cluster;
+  audit::AuditOptions audit;
 };
 
 absl::StatusOr<NodeOptions> ParseNodeOptions(config::ConfigTree& tree);

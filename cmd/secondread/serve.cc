@@ -1,16 +1,20 @@
 #include "cmd/secondread/serve.h"
 
 #include <signal.h>
+#include <unistd.h>
 
 #include <thread>
 
+#include "audit/audit_trail.h"
 #include "common/http_server.h"
 #include "common/log.h"
 #include "scp/pixels/png_preview.h"
+#include "scp/receive/audited_sink.h"
 #include "scp/receive/recovery.h"
 #include "scp/send/store_scu.h"
 #include "worklist/review/performance_gauges.h"
 #include "worklist/review/review_store.h"
+#include "worklist/review/token_store.h"
 #include "worklist/db/migrations.h"
 #include "worklist/db/registry.h"
 #include "worklist/pipeline/inference_client.h"
@@ -53,7 +57,19 @@ absl::Status Serve(const NodeOptions& options) {
   }
 
   ASSIGN_OR_RETURN(auto spool, scp::Spool::Open(options.spool));
-  worklist::PgRegistry registry(options.database);
+  // The audit trail first, so that a repository that cannot be configured
+  // stops the node before it accepts anything it would have to audit.
+  metrics::MetricsRegistry metrics;
+  audit::NullAuditSink no_audit;
+  std::unique_ptr<audit::AuditTrail> trail;
+  if (options.audit.enabled) {
+    ASSIGN_OR_RETURN(trail, audit::AuditTrail::Create(options.audit, metrics));
+    trail->Start();
+  }
+  audit::AuditSink* audit = trail ? static_cast<audit::AuditSink*>(trail.get()) : &no_audit;
+  audit->Record(audit::ApplicationActivity(audit->node(), true));
+  // With several replicas each records itself as the holder of what it receives.
+  worklist::PgRegistry registry(options.database, options.cluster.enabled ? options.cluster.node_id : "");
   // The rescanner's checks get a connection of their own: a pool busy with
   // associations must not look like a lost database.
   worklist::DatabaseOptions check_db = options.database;
@@ -69,13 +85,22 @@ absl::Status Serve(const NodeOptions& options) {
       database_started);
   rescanner.Start();
 
-  metrics::MetricsRegistry metrics;
   scp::ScpMetrics scp_metrics(metrics);
-  scp::StoreProcessor processor(options.max_instance_bytes, spool.get(), &registry, &scp_metrics,
+  scp::AuditedSink audited_registry(&registry, audit);
+  scp::StoreProcessor processor(options.max_instance_bytes, spool.get(), &audited_registry, &scp_metrics,
                                 options.dataset_limits);
-  ASSIGN_OR_RETURN(auto server, scp::DicomServer::Create(options.dicom, &processor, &registry, &scp_metrics));
+  // The cluster's internal endpoint is up, and this replica registered,
+  // before it takes an association: a peer may claim a read of what it
+  // receives at once.
+  std::unique_ptr<worklist::Cluster> cluster;
+  if (options.cluster.enabled) {
+    ASSIGN_OR_RETURN(cluster, worklist::Cluster::Start(options.cluster, options.database, options.spool.dir, &metrics));
+  }
+  ASSIGN_OR_RETURN(auto server,
+                   scp::DicomServer::Create(options.dicom, &processor, &audited_registry, &scp_metrics, audit));
 
-  ASSIGN_OR_RETURN(auto pipeline, worklist::Pipeline::Start(options.pipeline, options.database, spool.get(), metrics));
+  ASSIGN_OR_RETURN(auto pipeline, worklist::Pipeline::Start(options.pipeline, options.database, spool.get(), metrics,
+                                                            cluster.get(), audit));
 
   ASSIGN_OR_RETURN(auto http, OpsHttpServer::Start(options.http, &metrics, [&]() -> absl::Status {
                      RETURN_IF_ERROR(registry.Ping());
@@ -91,14 +116,41 @@ absl::Status Serve(const NodeOptions& options) {
     log::Warn("audit_log_unprotected", {{"login_can", std::string(audit.message())},
                                         {"hint", "see \"The audit log's owner\" in docs/configuration.md"}});
   }
+  // Migration 0013 adds these; a login that could not act for audit_log's
+  // owner then left them out, and sign-in attempts cannot be audited.
+  auto missing = review_store.MissingAuditActions({"sign_in", "issue_token", "revoke_token", "view_tokens"});
+  if (missing.ok() && !missing->empty()) {
+    log::Warn("audit_log_actions_missing",
+              {{"missing", *missing}, {"hint", "see \"The audit log's owner\" in docs/configuration.md"}});
+  }
+  worklist::PgTokenStore token_store(&api_pool);
+  worklist::AuditLogSignIns sign_in_audit(&review_store);
   ASSIGN_OR_RETURN(auto result_files, worklist::ResultFiles::Open(options.spool.dir));
   std::unique_ptr<HttpServer> api;
   worklist::PerformanceGauges gauges(&review_store, metrics, std::chrono::seconds(options.api.performance_refresh_s));
   if (options.api.enabled) {
+    std::shared_ptr<worklist::OidcVerifier> oidc;
+    if (options.api.oidc.enabled()) {
+      oidc = std::make_shared<worklist::OidcVerifier>(options.api.oidc, worklist::MakeJwksFetcher(options.api.oidc));
+      // Not fatal: the identity provider may come up after the node.
+      size_t keys = oidc->KeyCount();
+      log::Info("oidc_sign_in", {{"issuer", options.api.oidc.issuer}, {"keys", keys}});
+      if (keys == 0) log::Warn("oidc_no_keys", {{"hint", "check api.oidc.jwks_file or api.oidc.jwks_url"}});
+    }
+    auto sign_in = std::make_shared<worklist::SignIn>(options.api.tokens, oidc, &token_store, &sign_in_audit);
     auto routes = worklist::WorklistRoutes(
         options.api, &review_store, &result_files,
-        [](const std::string& path) { return scp::RenderPng(path, 1600); },
-        [&]() -> absl::Status { return registry.Ping(); });
+        [&cluster](const std::string& path) -> absl::StatusOr<std::string> {
+          // A capture another replica wrote is fetched from it for the preview.
+          if (cluster && ::access(path.c_str(), F_OK) != 0) {
+            worklist::StagingDir staging(cluster->staging_parent());
+            ASSIGN_OR_RETURN(std::string dir, staging.Path());
+            ASSIGN_OR_RETURN(std::string local, cluster->LocateResultFile(path, dir));
+            return scp::RenderPng(local, 1600);
+          }
+          return scp::RenderPng(path, 1600);
+        },
+        [&]() -> absl::Status { return registry.Ping(); }, audit, sign_in, &token_store);
     ASSIGN_OR_RETURN(api, HttpServer::Start(options.api.http, std::move(routes), &metrics));
     gauges.Start();
     log::Info("api_listening", {{"bind", options.api.http.bind},
@@ -133,7 +185,11 @@ absl::Status Serve(const NodeOptions& options) {
   gauges.Stop();
   pipeline->Stop();
   rescanner.Stop();
+  if (cluster) cluster->Stop();
   http->Stop();
+  audit->Record(audit::ApplicationActivity(audit->node(), false,
+                                           st.ok() ? audit::Outcome::kSuccess : audit::Outcome::kSeriousFailure));
+  if (trail) trail->Stop();
   log::Info("node_stopped", {{"ok", st.ok()}});
   return st;
 }

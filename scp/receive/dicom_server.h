@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "audit/audit_sink.h"
 #include "common/status.h"
 #include "scp/receive/instance_sink.h"
 #include "scp/receive/scp_metrics.h"
@@ -68,7 +69,8 @@ bool CallerAllowed(const std::vector<CallerRule>& rules, const std::string& call
 class DicomServer {
  public:
   static absl::StatusOr<std::unique_ptr<DicomServer>> Create(const ScpOptions& options, StoreProcessor* processor,
-                                                             InstanceSink* sink, ScpMetrics* metrics);
+                                                             InstanceSink* sink, ScpMetrics* metrics,
+                                                             audit::AuditSink* audit = nullptr);
   ~DicomServer();
   // Serves until Stop() is called; then waits for running associations.
   absl::Status Run();

@@ -18,7 +18,7 @@ FOR UPDATE OF r
 
 constexpr char kLoadSources[] = R"SQL(
 SELECT i.id, i.sop_instance_uid, i.sop_class_uid, se.series_instance_uid, i.spool_name,
-       se.modality, se.body_part_examined, COALESCE(i.number_of_frames, 1),
+       se.modality, se.body_part_examined, COALESCE(i.number_of_frames, 1), COALESCE(i.holder, ''),
        -- Only a per-instance read ($2) needs the source's arrival position.
        CASE WHEN $2 THEN (SELECT count(*) FROM instances i2 JOIN series s2 ON s2.id = i2.series_ref
                           WHERE s2.study_ref = se.study_ref AND i2.id <= i.id)
@@ -63,8 +63,8 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 // existing row stays with its read.
 constexpr char kInsertResult[] = R"SQL(
 INSERT INTO result_objects (read_ref, kind, sop_class_uid, sop_instance_uid, series_instance_uid,
-                            source_instance_ref, file_name, size_bytes)
-VALUES ($1, $2, $3, $4, $5, NULLIF($6::bigint, 0), $7, $8)
+                            source_instance_ref, file_name, size_bytes, holder)
+VALUES ($1, $2, $3, $4, $5, NULLIF($6::bigint, 0), $7, $8, NULLIF($9, ''))
 ON CONFLICT ON CONSTRAINT result_objects_uid_key DO NOTHING
 RETURNING id
 )SQL";
@@ -184,7 +184,8 @@ absl::StatusOr<LoadedRead> ReadStore::Start(const Job& job, int64_t read_id) {
       s.modality = row[5].as<std::string>();
       s.body_part = row[6].as<std::string>();
       s.frames = std::max<int64_t>(1, row[7].as<int64_t>());
-      s.arrival = row[8].as<int64_t>();
+      s.holder = row[8].as<std::string>();
+      s.arrival = row[9].as<int64_t>();
       out.sources.push_back(std::move(s));
     }
     for (const auto& row : tx.exec_params(kPriorObjects, read_id)) {
@@ -234,7 +235,7 @@ absl::StatusOr<Fence> ReadStore::Commit(const Job& job, const ReadRow& read, con
     for (const auto& o : outcome.objects) {
       stored += static_cast<int>(tx.exec_params(kInsertResult, read.id, o.kind, o.sop_class_uid, o.sop_instance_uid,
                                                 o.series_instance_uid, o.source_instance_ref, o.file_name,
-                                                o.size_bytes)
+                                                o.size_bytes, options_.holder)
                                      .size());
     }
     tx.exec_params(kReadDone, read.id, std::string("done"), outcome.flagged, outcome.served_version, outcome.images,

@@ -51,6 +51,8 @@ struct SourceRow {
   std::string sop_class_uid;
   std::string series_uid;
   std::string spool_name;
+  std::string holder;  // the replica that holds the file; empty: a node that ran alone
+  std::string path;    // where this node reads it: set by the dispatcher's locate stage
   std::string modality;
   std::string body_part;
   int64_t frames = 1;
@@ -118,6 +120,9 @@ struct ReadStoreOptions {
   // The reads this store loads and moves: "image" (the image dispatcher)
   // or "volume" (the volume dispatcher).
   std::string input = "image";
+  // The replica id recorded with the result files this node writes
+  // (result_objects.holder); empty for a node that runs alone.
+  std::string holder;
 };
 
 class ReadStore {

@@ -13,8 +13,8 @@ namespace {
 // two associations storing into one study can commit in the other order.
 constexpr char kUpsertInstance[] = R"SQL(
 WITH a AS (
-  INSERT INTO associations (association_uid, calling_ae, called_ae, peer_host, instances_stored)
-  VALUES ($1, $2, $3, $4, 1)
+  INSERT INTO associations (association_uid, calling_ae, called_ae, peer_host, instances_stored, holder)
+  VALUES ($1, $2, $3, $4, 1, NULLIF($42, ''))
   ON CONFLICT ON CONSTRAINT associations_uid_key
     DO UPDATE SET instances_stored = associations.instances_stored + 1
   RETURNING id),
@@ -47,11 +47,11 @@ se AS (
 INSERT INTO instances (sop_instance_uid, sop_class_uid, series_ref, association_ref, transfer_syntax_uid,
                        instance_number, image_type, photometric_interpretation, rows, columns, number_of_frames,
                        bits_allocated, bits_stored, samples_per_pixel, pixel_representation, spool_name, size_bytes,
-                       burned_in_annotation, orientation, slice_thickness_mm)
+                       burned_in_annotation, orientation, slice_thickness_mm, holder)
 SELECT $24, $25, se.id, a.id, $26, NULLIF($27::integer, -1), $28, $29, NULLIF($30::integer, -1),
        NULLIF($31::integer, -1), NULLIF($32::integer, -1), NULLIF($33::integer, -1), NULLIF($34::integer, -1),
        NULLIF($35::integer, -1), NULLIF($36::integer, -1), $37, $38, NULLIF(left($39, 16), ''),
-       NULLIF($40, ''), NULLIF($41::float8, -1)
+       NULLIF($40, ''), NULLIF($41::float8, -1), NULLIF($42, '')
 FROM se, a
 ON CONFLICT ON CONSTRAINT instances_uid_key
   DO UPDATE SET sop_class_uid = EXCLUDED.sop_class_uid, series_ref = EXCLUDED.series_ref,
@@ -64,7 +64,8 @@ ON CONFLICT ON CONSTRAINT instances_uid_key
                 pixel_representation = EXCLUDED.pixel_representation, spool_name = EXCLUDED.spool_name,
                 size_bytes = EXCLUDED.size_bytes, burned_in_annotation = EXCLUDED.burned_in_annotation,
                 orientation = EXCLUDED.orientation, slice_thickness_mm = EXCLUDED.slice_thickness_mm,
-                received_at = now(),
+                -- The replica that received it last holds the copy the row describes.
+                holder = EXCLUDED.holder, received_at = now(),
                 receive_count = instances.receive_count + 1
 RETURNING id
 )SQL";
@@ -88,8 +89,9 @@ int64_t I32(int64_t v) { return (v < -1 || v > 2147483647) ? -1 : v; }
 
 }  // namespace
 
-PgRegistry::PgRegistry(const DatabaseOptions& options)
-    : pool_(options, [](pqxx::connection_base& c) {
+PgRegistry::PgRegistry(const DatabaseOptions& options, std::string holder)
+    : holder_(std::move(holder)),
+      pool_(options, [](pqxx::connection_base& c) {
         c.prepare("upsert_instance", kUpsertInstance);
         c.prepare("association_ended", kAssociationEnded);
         c.prepare("unregistered", kUnregistered);
@@ -109,7 +111,7 @@ absl::Status PgRegistry::Accept(const scp::ReceivedInstance& in) {
                      I32(r.instance_number), r.image_type, r.photometric_interpretation, I32(r.rows), I32(r.columns),
                      I32(r.number_of_frames), I32(r.bits_allocated), I32(r.bits_stored), I32(r.samples_per_pixel),
                      I32(r.pixel_representation), in.spool_name, static_cast<int64_t>(in.size_bytes),
-                     r.burned_in_annotation, r.orientation, r.slice_thickness_mm);
+                     r.burned_in_annotation, r.orientation, r.slice_thickness_mm, holder_);
   });
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <string>
 
 #include "scp/receive/instance_sink.h"
 #include "worklist/db/pg_pool.h"
@@ -11,7 +12,9 @@ namespace secondread::worklist {
 
 class PgRegistry : public scp::InstanceSink {
  public:
-  explicit PgRegistry(const DatabaseOptions& options);
+  // `holder`: the replica id recorded with each instance (instances.holder);
+  // empty for a node that runs alone.
+  explicit PgRegistry(const DatabaseOptions& options, std::string holder = "");
 
   absl::Status Accept(const scp::ReceivedInstance& instance) override;
   void AssociationEnded(const scp::AssociationSummary& summary) override;
@@ -21,6 +24,7 @@ class PgRegistry : public scp::InstanceSink {
   absl::Status Ping();
 
  private:
+  const std::string holder_;
   PgPool pool_;
 };
 

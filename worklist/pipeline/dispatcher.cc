@@ -67,7 +67,7 @@ std::vector<size_t> ApplicableSources(const pb::ModelDescription& model, const s
 // recorded in *skipped with why; none decoding fails the read. A request the
 // model cannot read right is a configuration error, not something a retry
 // fixes.
-absl::StatusOr<std::vector<Item>> DecodeSources(const scp::Spool& spool, const pb::ModelDescription& model,
+absl::StatusOr<std::vector<Item>> DecodeSources(const pb::ModelDescription& model,
                                                 const std::vector<SourceRow>& sources,
                                                 const std::vector<size_t>& applicable, int64_t read_id,
                                                 const scp::DecoderLimits& limits,
@@ -76,7 +76,7 @@ absl::StatusOr<std::vector<Item>> DecodeSources(const scp::Spool& spool, const p
   decode_options.decoder = limits;
   std::vector<Item> items;
   for (size_t idx : applicable) {
-    auto decoded = scp::DecodeImageFile(spool.PathFor(sources[idx].spool_name), decode_options);
+    auto decoded = scp::DecodeImageFile(sources[idx].path, decode_options);
     if (!decoded.ok()) {
       const std::string reason = scp::DecodeFailureReason(decoded.status());
       log::Warn("decode_failed", {{"read_id", read_id},
@@ -160,7 +160,7 @@ struct ReadFindings {
 
 // Stage: findings from the worker's results.
 ReadFindings CollectFindings(const pb::ModelDescription& model, const std::vector<Item>& items,
-                             const std::vector<SourceRow>& sources, const scp::Spool& spool) {
+                             const std::vector<SourceRow>& sources) {
   ReadFindings out;
   std::map<std::string, const pb::Label*> labels;
   for (const auto& l : model.labels()) labels[l.name()] = &l;
@@ -169,7 +169,7 @@ ReadFindings CollectFindings(const pb::ModelDescription& model, const std::vecto
     const Item& item = items[k];
     const SourceRow& s = sources[item.source];
     scp::SourceImage src;
-    src.path = spool.PathFor(s.spool_name);
+    src.path = s.path;
     src.sop_class_uid = s.sop_class_uid;
     src.sop_instance_uid = s.sop_instance_uid;
     src.series_instance_uid = s.series_uid;
@@ -320,16 +320,19 @@ std::vector<FindingRow> FindingRows(const ReadFindings& found, const std::vector
 
 Dispatcher::Dispatcher(DispatcherOptions options, DatabaseOptions db, PgPool* pool, JobQueue* queue,
                        InferenceClient* inference, const scp::Spool* spool, const ResultFiles* results,
-                       PipelineMetrics* metrics)
+                       FileLocator* locator, PipelineMetrics* metrics)
     : options_(std::move(options)),
       db_(std::move(db)),
       pool_(pool),
       queue_(queue),
       inference_(inference),
       spool_(spool),
+      locator_(locator),
       results_(results),
       metrics_(metrics),
-      store_(pool, queue, ReadStoreOptions{options_.destinations, options_.export_max_attempts}) {}
+      store_(pool, queue,
+             ReadStoreOptions{options_.destinations, options_.export_max_attempts, "image",
+                              locator ? locator->self() : std::string()}) {}
 
 Dispatcher::~Dispatcher() { Stop(); }
 
@@ -378,7 +381,7 @@ void Dispatcher::Process(Lease& lease) {
   if (loaded->fence == Fence::kFinished) return;
   if (!loaded->found) return fail(Permanently(absl::NotFoundError("read " + std::to_string(read_id) + " does not exist")));
   const ReadRow& read = loaded->read;
-  const std::vector<SourceRow>& sources = loaded->sources;
+  std::vector<SourceRow>& sources = loaded->sources;
   if (metrics_) {
     double now_s = std::chrono::duration<double>(Clock::now().time_since_epoch()).count();
     metrics_->Stage("queue").Observe(std::max(0.0, now_s - read.triggered_at));
@@ -397,10 +400,20 @@ void Dispatcher::Process(Lease& lease) {
     return;
   }
 
+  // Locate: instances another node replica holds are fetched from it.
+  if (!lease.Check().ok()) return lost("locate");
+  StagingDir staging(spool_->options().dir + "/fetch");
+  if (absl::Status located = LocateSources(*spool_, locator_, staging, sources, &applicable,
+                                           [&lease] { return !lease.lost(); });
+      !located.ok()) {
+    if (lease.lost()) return lost("locate");
+    return fail(Transiently(located));
+  }
+
   // Decode.
   if (!lease.Check().ok()) return lost("decode");
   const auto t_decode = Steady::now();
-  auto items = DecodeSources(*spool_, *model, sources, applicable, read_id, options_.decoder, &skipped);
+  auto items = DecodeSources(*model, sources, applicable, read_id, options_.decoder, &skipped);
   if (!items.ok()) return fail(Permanently(items.status()));
   const double decode_ms = Milliseconds(Steady::now() - t_decode);
 
@@ -416,7 +429,7 @@ void Dispatcher::Process(Lease& lease) {
   // Findings and result objects.
   if (!lease.Check().ok()) return lost("results");
   const auto t_results = Steady::now();
-  const ReadFindings found = CollectFindings(*model, *items, sources, *spool_);
+  const ReadFindings found = CollectFindings(*model, *items, sources);
   auto built = BuildObjects(read, *model, sources, *items, found, loaded->prior, options_.software_version,
                             options_.decoder);
   if (!built.ok()) return fail(Permanently(built.status()));

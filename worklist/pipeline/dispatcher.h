@@ -21,6 +21,7 @@
 #include "common/status.h"
 #include "scp/pixels/pixel_decoder.h"
 #include "scp/receive/spool.h"
+#include "worklist/pipeline/file_locator.h"
 #include "worklist/pipeline/inference_client.h"
 #include "worklist/db/job_queue.h"
 #include "worklist/pipeline/job_runner.h"
@@ -43,7 +44,7 @@ struct DispatcherOptions {
 class Dispatcher {
  public:
   Dispatcher(DispatcherOptions options, DatabaseOptions db, PgPool* pool, JobQueue* queue,
-             InferenceClient* inference, const scp::Spool* spool, const ResultFiles* results,
+             InferenceClient* inference, const scp::Spool* spool, const ResultFiles* results, FileLocator* locator,
              PipelineMetrics* metrics);
   ~Dispatcher();
 
@@ -62,6 +63,7 @@ class Dispatcher {
   JobQueue* queue_;
   InferenceClient* inference_;
   const scp::Spool* spool_;
+  FileLocator* locator_;
   const ResultFiles* results_;
   PipelineMetrics* metrics_;
   ReadStore store_;

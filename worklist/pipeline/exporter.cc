@@ -11,13 +11,15 @@ using Clock = std::chrono::system_clock;
 
 constexpr char kLoadExport[] = R"SQL(
 SELECT e.read_ref, e.destination, e.state, extract(epoch FROM r.done_at)::float8,
-       extract(epoch FROM r.last_instance_at)::float8
+       extract(epoch FROM r.last_instance_at)::float8,
+       st.study_instance_uid, st.accession_number, p.patient_id, p.patient_name
 FROM exports e JOIN reads r ON r.id = e.read_ref
+JOIN studies st ON st.id = r.study_ref JOIN patients p ON p.id = st.patient_ref
 WHERE e.id = $1
 )SQL";
 
 constexpr char kLoadObjects[] = R"SQL(
-SELECT file_name FROM result_objects WHERE read_ref = $1 ORDER BY CASE kind WHEN 'seg' THEN 0 WHEN 'sr' THEN 1 ELSE 2 END, id
+SELECT file_name, COALESCE(holder, ''), sop_class_uid FROM result_objects WHERE read_ref = $1 ORDER BY CASE kind WHEN 'seg' THEN 0 WHEN 'sr' THEN 1 ELSE 2 END, id
 )SQL";
 
 constexpr char kSent[] = R"SQL(
@@ -32,13 +34,16 @@ UPDATE exports SET state = $2, attempts = attempts + 1, last_error = $3 WHERE id
 }  // namespace
 
 Exporter::Exporter(ExporterOptions options, DatabaseOptions db, PgPool* pool, JobQueue* queue,
-                   const ResultFiles* results, PipelineMetrics* metrics)
+                   const ResultFiles* results, FileLocator* locator, PipelineMetrics* metrics,
+                   audit::AuditSink* audit)
     : options_(std::move(options)),
       db_(std::move(db)),
       pool_(pool),
       queue_(queue),
       results_(results),
-      metrics_(metrics) {}
+      locator_(locator),
+      metrics_(metrics),
+      audit_(audit) {}
 
 Exporter::~Exporter() { Stop(); }
 
@@ -61,7 +66,8 @@ void Exporter::Process(Lease& lease) {
   int64_t read_id = 0;
   std::string destination, state;
   double done_at = 0, last_instance_at = 0;
-  std::vector<std::string> files;
+  std::vector<std::pair<std::string, std::string>> files;  // name, holder
+  audit::StudyRef study;
   bool found = false;
   absl::Status st = pool_->Run([&](pqxx::connection_base& c) {
     pqxx::work tx(c);
@@ -73,8 +79,16 @@ void Exporter::Process(Lease& lease) {
     state = r[0][2].as<std::string>();
     done_at = r[0][3].is_null() ? 0 : r[0][3].as<double>();
     last_instance_at = r[0][4].is_null() ? 0 : r[0][4].as<double>();
+    study = audit::StudyRef{};
+    study.study_uid = r[0][5].as<std::string>();
+    study.accession = r[0][6].as<std::string>();
+    study.patient_id = r[0][7].as<std::string>();
+    study.patient_name = r[0][8].as<std::string>();
     files.clear();
-    for (const auto& row : tx.exec_params(kLoadObjects, read_id)) files.push_back(row[0].as<std::string>());
+    for (const auto& row : tx.exec_params(kLoadObjects, read_id)) {
+      files.emplace_back(row[0].as<std::string>(), row[1].as<std::string>());
+      ++study.sop_classes[row[2].as<std::string>()];
+    }
     tx.commit();
   });
 
@@ -116,11 +130,33 @@ void Exporter::Process(Lease& lease) {
     return fail(absl::FailedPreconditionError("destination " + destination + " is not configured"), true);
   }
   if (files.empty()) return fail(absl::FailedPreconditionError("the read has no result objects"), true);
+  // Result files another node replica wrote are fetched from it.
   std::vector<std::string> paths;
-  for (const auto& f : files) paths.push_back(results_->PathFor(f));
+  std::unique_ptr<StagingDir> staging;
+  for (const auto& [name, holder] : files) {
+    if (!locator_ || holder.empty() || holder == locator_->self()) {
+      paths.push_back(results_->PathFor(name));
+      continue;
+    }
+    if (!staging) staging = std::make_unique<StagingDir>(locator_->staging_parent());
+    auto dir = staging->Path();
+    if (!dir.ok()) return fail(dir.status(), false);
+    auto path = locator_->Locate(HeldKind::kResult, name, holder, *dir);
+    if (!path.ok()) return fail(path.status(), false);
+    if (lease.lost()) return lost("locate");
+    paths.push_back(*path);
+  }
 
+  // Each attempt is audited: its beginning, and its end as transferred
+  // with the attempt's outcome.
+  const audit::Party peer{dest->second.ae_title, dest->second.host};
+  if (audit_) audit_->Record(audit::BeginTransferring(audit_->node(), peer, study));
   const auto t0 = std::chrono::steady_clock::now();
   auto sent = scp::SendFiles(dest->second, paths, [&lease] { return !lease.lost(); });
+  if (audit_) {
+    audit_->Record(audit::InstancesTransferred(audit_->node(), audit::Direction::kExported, peer, study,
+                                               sent.ok() ? audit::Outcome::kSuccess : audit::Outcome::kMinorFailure));
+  }
   const double export_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (lease.lost()) return lost("send");
   if (!sent.ok()) {

@@ -15,10 +15,12 @@
 #include <string>
 #include <vector>
 
+#include "audit/audit_sink.h"
 #include "scp/send/store_scu.h"
 #include "worklist/db/job_queue.h"
 #include "worklist/pipeline/job_runner.h"
 #include "worklist/pipeline/pipeline_metrics.h"
+#include "worklist/pipeline/file_locator.h"
 #include "worklist/pipeline/result_files.h"
 
 namespace secondread::worklist {
@@ -32,8 +34,10 @@ struct ExporterOptions {
 
 class Exporter {
  public:
+  // `locator` (may be null: every file is this node's) finds result files
+  // another node replica holds.
   Exporter(ExporterOptions options, DatabaseOptions db, PgPool* pool, JobQueue* queue, const ResultFiles* results,
-           PipelineMetrics* metrics);
+           FileLocator* locator, PipelineMetrics* metrics, audit::AuditSink* audit = nullptr);
   ~Exporter();
 
   void Start();
@@ -51,7 +55,9 @@ class Exporter {
   PgPool* pool_;
   JobQueue* queue_;
   const ResultFiles* results_;
+  FileLocator* locator_;
   PipelineMetrics* metrics_;
+  audit::AuditSink* audit_;
   std::unique_ptr<JobRunner> runner_;
 };
 

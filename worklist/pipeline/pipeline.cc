@@ -17,7 +17,8 @@ WHERE j.queue = 'export' AND j.state = 'discarded' AND e.state = 'pending'
 )SQL";
 
 absl::StatusOr<Pipeline::Ptr> Pipeline::Start(const PipelineOptions& options, const DatabaseOptions& db,
-                                              const scp::Spool* spool, metrics::MetricsRegistry& registry) {
+                                              const scp::Spool* spool, metrics::MetricsRegistry& registry,
+                                              FileLocator* locator, audit::AuditSink* audit) {
   Ptr p(new Pipeline());
   p->options_ = options;
   p->metrics_ = std::make_unique<PipelineMetrics>(registry);
@@ -33,19 +34,20 @@ absl::StatusOr<Pipeline::Ptr> Pipeline::Start(const PipelineOptions& options, co
     ASSIGN_OR_RETURN(p->inference_, InferenceClient::Create(options.inference));
     for (const auto& e : options.inference.endpoints) p->metrics_->EndpointUp(e);
     p->dispatcher_ = std::make_unique<Dispatcher>(options.dispatch, db, p->pool_.get(), p->queue_.get(),
-                                                  p->inference_.get(), spool, p->results_.get(), p->metrics_.get());
+                                                  p->inference_.get(), spool, p->results_.get(), locator,
+                                                  p->metrics_.get());
     p->dispatcher_->Start();
     if (options.volume_enabled) {
       p->volume_dispatcher_ = std::make_unique<VolumeDispatcher>(options.volume, db, p->pool_.get(), p->queue_.get(),
                                                                  p->inference_.get(), spool, p->results_.get(),
-                                                                 p->metrics_.get());
+                                                                 locator, p->metrics_.get());
       p->volume_dispatcher_->Start();
     }
   } else {
     log::Warn("dispatch_disabled", {{"reason", "no inference.endpoints configured; reads stay queued"}});
   }
   p->exporter_ = std::make_unique<Exporter>(options.exporter, db, p->pool_.get(), p->queue_.get(),
-                                            p->results_.get(), p->metrics_.get());
+                                            p->results_.get(), locator, p->metrics_.get(), audit);
   p->exporter_->Start();
   Pipeline* raw = p.get();
   p->maintenance_ = std::thread([raw] { raw->Maintain(); });

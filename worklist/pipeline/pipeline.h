@@ -10,6 +10,7 @@
 #include <mutex>
 #include <thread>
 
+#include "audit/audit_sink.h"
 #include "common/metrics.h"
 #include "scp/receive/spool.h"
 #include "worklist/pipeline/dispatcher.h"
@@ -38,8 +39,11 @@ struct PipelineOptions {
 class Pipeline {
  public:
   using Ptr = std::unique_ptr<Pipeline>;
+  // `locator`: where jobs find files another node replica holds; null for
+  // a node that runs alone.
   static absl::StatusOr<Ptr> Start(const PipelineOptions& options, const DatabaseOptions& db,
-                                   const scp::Spool* spool, metrics::MetricsRegistry& registry);
+                                   const scp::Spool* spool, metrics::MetricsRegistry& registry,
+                                   FileLocator* locator = nullptr, audit::AuditSink* audit = nullptr);
   ~Pipeline();
   void Stop();
 

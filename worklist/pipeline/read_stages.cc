@@ -115,4 +115,25 @@ void ObserveVolumeStages(PipelineMetrics& metrics, const VolumeStageTimes& t) {
   metrics.VolumeTransferBytes("received").Increment(static_cast<double>(t.received_bytes));
 }
 
+absl::Status LocateSources(const scp::Spool& spool, FileLocator* locator, StagingDir& staging,
+                           std::vector<SourceRow>& sources, const std::vector<size_t>* only,
+                           const std::function<bool()>& keep_going) {
+  auto locate = [&](SourceRow& s) -> absl::Status {
+    if (!locator || s.holder.empty() || s.holder == locator->self()) {
+      s.path = spool.PathFor(s.spool_name);
+      return absl::OkStatus();
+    }
+    if (keep_going && !keep_going()) return absl::CancelledError("the claim was lost");
+    ASSIGN_OR_RETURN(std::string dir, staging.Path());
+    ASSIGN_OR_RETURN(s.path, locator->Locate(HeldKind::kInstance, s.spool_name, s.holder, dir));
+    return absl::OkStatus();
+  };
+  if (only) {
+    for (size_t i : *only) RETURN_IF_ERROR(locate(sources[i]));
+  } else {
+    for (auto& s : sources) RETURN_IF_ERROR(locate(s));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace secondread::worklist

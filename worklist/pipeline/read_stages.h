@@ -4,6 +4,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -12,6 +13,8 @@
 #include "worklist/db/job_queue.h"
 #include "worklist/db/read_store.h"
 #include "scp/pixels/series_reader.h"
+#include "scp/receive/spool.h"
+#include "worklist/pipeline/file_locator.h"
 #include "worklist/pipeline/inference_client.h"
 #include "worklist/pipeline/pipeline_metrics.h"
 #include "worklist/pipeline/result_files.h"
@@ -37,6 +40,14 @@ inline StageError ByCode(absl::Status st) {
 // 16 random bytes: the opaque job token a worker echoes, never derived from
 // patient data.
 std::string RandomToken();
+
+// Stage: where this node reads each source (SourceRow::path): its own spool,
+// or, for an instance another node replica holds, a copy fetched into
+// `staging`. `only`: the sources to locate (all when null). `keep_going` is
+// polled between files. An unreachable holder is transient: the job retries.
+absl::Status LocateSources(const scp::Spool& spool, FileLocator* locator, StagingDir& staging,
+                           std::vector<SourceRow>& sources, const std::vector<size_t>* only,
+                           const std::function<bool()>& keep_going);
 
 // Local date or time in strftime format, for Content Date and Time.
 std::string LocalNow(const char* fmt);

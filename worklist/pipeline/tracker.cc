@@ -86,9 +86,17 @@ RETURNING (SELECT status FROM before) IS DISTINCT FROM 'unmatched'
 constexpr char kReleased[] = R"SQL(
 UPDATE study_candidates sc
 SET due_at = LEAST(sc.due_at, clock_timestamp()), due_reason = 'association'
-WHERE sc.state = 'collecting' AND sc.rule_name = ANY($2::text[])
+WHERE sc.state = 'collecting' AND sc.rule_name = $2
   AND EXISTS (SELECT 1 FROM candidate_instances ci JOIN instances i ON i.id = ci.instance_ref
               WHERE ci.candidate_ref = sc.id AND i.association_ref = $1)
+  -- A study sent over several associations at once (to this node or to
+  -- other node replicas) is complete when the last of them is released. An
+  -- association that has stored nothing for the rule's silence no longer
+  -- holds it back (a sender or a replica that died with it open).
+  AND NOT EXISTS (SELECT 1 FROM candidate_instances ci JOIN instances i ON i.id = ci.instance_ref
+                  JOIN associations a ON a.id = i.association_ref
+                  WHERE ci.candidate_ref = sc.id AND i.association_ref <> $1 AND a.outcome IS NULL
+                    AND i.received_at > clock_timestamp() - make_interval(secs => $3))
 )SQL";
 
 constexpr char kDue[] = R"SQL(
@@ -222,10 +230,10 @@ void StudyTracker::Loop() {
 absl::StatusOr<StudyTracker::CycleResult> StudyTracker::RunOnce() {
   CycleResult out;
   std::map<std::string, const RoutingRule*> by_name;
-  std::vector<std::string> association_rules;
+  std::vector<std::pair<std::string, double>> association_rules;  // name, silence in seconds
   for (const auto& r : options_.rules) {
     by_name[r.name] = &r;
-    if (r.completeness.trigger == Trigger::kAssociation) association_rules.push_back(r.name);
+    if (r.completeness.trigger == Trigger::kAssociation) association_rules.emplace_back(r.name, static_cast<double>(r.completeness.silence.count()));
   }
   int unmatched = 0;
   int triggered = 0;
@@ -289,12 +297,7 @@ absl::StatusOr<StudyTracker::CycleResult> StudyTracker::RunOnce() {
       std::string kind = row[1].as<std::string>();
       int64_t association = row[2].as<int64_t>();
       if (kind == "association_released") {
-        if (!association_rules.empty()) {
-          std::string names = "{";
-          for (const auto& n : association_rules) names += (names.size() > 1 ? "," : "") + ("\"" + n + "\"");
-          names += "}";
-          tx.exec_params(kReleased, association, names);
-        }
+        for (const auto& [name, silence_s] : association_rules) tx.exec_params(kReleased, association, name, silence_s);
         continue;
       }
       int64_t instance = row[3].as<int64_t>();

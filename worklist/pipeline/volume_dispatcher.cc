@@ -32,12 +32,12 @@ std::string Trimmed(std::string s) {
 // too, since one SEG cannot lie on two grids; a routing rule picks series.
 // Unevenly spaced slices are resampled onto a uniform grid only when the
 // read's rule says so (series.resample); otherwise the planner refuses them.
-absl::StatusOr<scp::Volume> Assemble(const scp::Spool& spool, const std::vector<SourceRow>& sources,
+absl::StatusOr<scp::Volume> Assemble(const std::vector<SourceRow>& sources,
                                      scp::VolumeOptions options, bool resample, scp::SeriesReadStats* stats,
                                      std::optional<StageError>* error) {
   std::vector<std::string> paths;
   paths.reserve(sources.size());
-  for (const auto& s : sources) paths.push_back(spool.PathFor(s.spool_name));
+  for (const auto& s : sources) paths.push_back(s.path);
   options.allow_resample = resample;
   auto volumes = scp::ReadSeriesVolumes(paths, options, stats);
   if (!volumes.ok()) {
@@ -141,7 +141,7 @@ struct VolumeResults {
 // and one key-slice capture per slice that is some lesion's key slice.
 absl::StatusOr<VolumeResults> BuildVolumeObjects(const ReadRow& read, const pb::ModelDescription& model,
                                                  scp::Volume& volume, const std::vector<SourceRow>& sources,
-                                                 const scp::Spool& spool, VolumeAnswer& answer,
+                                                 VolumeAnswer& answer,
                                                  const std::vector<PriorObject>& prior,
                                                  const std::string& software_version) {
   const scp::AlgorithmInfo algorithm = AlgorithmFor(model, software_version);
@@ -154,7 +154,7 @@ absl::StatusOr<VolumeResults> BuildVolumeObjects(const ReadRow& read, const pb::
   std::map<std::string, const SourceRow*> by_uid;
   for (const auto& s : sources) {
     scp::SourceImage img;
-    img.path = spool.PathFor(s.spool_name);
+    img.path = s.path;
     img.sop_class_uid = s.sop_class_uid;
     img.sop_instance_uid = s.sop_instance_uid;
     img.series_instance_uid = s.series_uid;
@@ -271,16 +271,18 @@ absl::StatusOr<VolumeResults> BuildVolumeObjects(const ReadRow& read, const pb::
 
 VolumeDispatcher::VolumeDispatcher(VolumeDispatcherOptions options, DatabaseOptions db, PgPool* pool,
                                    JobQueue* queue, InferenceClient* inference, const scp::Spool* spool,
-                                   const ResultFiles* results, PipelineMetrics* metrics)
+                                   const ResultFiles* results, FileLocator* locator, PipelineMetrics* metrics)
     : options_(std::move(options)),
       db_(std::move(db)),
       pool_(pool),
       queue_(queue),
       inference_(inference),
       spool_(spool),
+      locator_(locator),
       results_(results),
       metrics_(metrics),
-      store_(pool, queue, ReadStoreOptions{options_.destinations, options_.export_max_attempts, "volume"}) {}
+      store_(pool, queue, ReadStoreOptions{options_.destinations, options_.export_max_attempts, "volume",
+                                             locator ? locator->self() : std::string()}) {}
 
 VolumeDispatcher::~VolumeDispatcher() { Stop(); }
 
@@ -330,7 +332,7 @@ void VolumeDispatcher::Process(Lease& lease) {
     return fail(Permanently(absl::NotFoundError("read " + std::to_string(read_id) + " does not exist")));
   }
   const ReadRow& read = loaded->read;
-  const std::vector<SourceRow>& sources = loaded->sources;
+  std::vector<SourceRow>& sources = loaded->sources;
   if (sources.empty()) return fail(Permanently(absl::FailedPreconditionError("the volume read has no images")));
 
   // Describe the model: it must read volumes.
@@ -340,12 +342,22 @@ void VolumeDispatcher::Process(Lease& lease) {
     return fail(Permanently(absl::FailedPreconditionError("model " + model->name() + " does not read volumes")));
   }
 
+  // Locate: instances another node replica holds are fetched from it.
+  if (!lease.Check().ok()) return lost("locate");
+  StagingDir staging(spool_->options().dir + "/fetch");
+  if (absl::Status located =
+          LocateSources(*spool_, locator_, staging, sources, nullptr, [&lease] { return !lease.lost(); });
+      !located.ok()) {
+    if (lease.lost()) return lost("locate");
+    return fail(Transiently(located));
+  }
+
   // Assemble.
   if (!lease.Check().ok()) return lost("assemble");
   std::optional<StageError> error;
   const auto t_assemble = Steady::now();
   scp::SeriesReadStats read_stats;
-  auto volume = Assemble(*spool_, sources, options_.volume, read.resample, &read_stats, &error);
+  auto volume = Assemble(sources, options_.volume, read.resample, &read_stats, &error);
   if (!volume.ok()) return fail(*error);
   const double assemble_ms = Milliseconds(Steady::now() - t_assemble);
 
@@ -362,7 +374,7 @@ void VolumeDispatcher::Process(Lease& lease) {
   // Measurements and objects.
   if (!lease.Check().ok()) return lost("results");
   const auto t_results = Steady::now();
-  auto built = BuildVolumeObjects(read, *model, *volume, sources, *spool_, *answer, loaded->prior,
+  auto built = BuildVolumeObjects(read, *model, *volume, sources, *answer, loaded->prior,
                                   options_.software_version);
   if (!built.ok()) return fail(Permanently(built.status()));
   if (!lease.Check().ok()) return lost("write");

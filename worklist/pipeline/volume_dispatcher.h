@@ -20,6 +20,7 @@
 
 #include "scp/pixels/volume.h"
 #include "scp/receive/spool.h"
+#include "worklist/pipeline/file_locator.h"
 #include "worklist/db/job_queue.h"
 #include "worklist/db/read_store.h"
 #include "worklist/pipeline/inference_client.h"
@@ -44,7 +45,7 @@ struct VolumeDispatcherOptions {
 class VolumeDispatcher {
  public:
   VolumeDispatcher(VolumeDispatcherOptions options, DatabaseOptions db, PgPool* pool, JobQueue* queue,
-                   InferenceClient* inference, const scp::Spool* spool, const ResultFiles* results,
+                   InferenceClient* inference, const scp::Spool* spool, const ResultFiles* results, FileLocator* locator,
                    PipelineMetrics* metrics);
   ~VolumeDispatcher();
 
@@ -62,6 +63,7 @@ class VolumeDispatcher {
   JobQueue* queue_;
   InferenceClient* inference_;
   const scp::Spool* spool_;
+  FileLocator* locator_;
   const ResultFiles* results_;
   PipelineMetrics* metrics_;
   ReadStore store_;

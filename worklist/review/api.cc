@@ -9,6 +9,8 @@
 #include <chrono>
 #include <cstdint>
 #include <limits>
+#include <map>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <string_view>
@@ -29,7 +31,6 @@ namespace {
 
 using nlohmann::json;
 
-constexpr size_t kMaxTokenLength = 512;
 constexpr size_t kMaxFilterLength = 64;
 constexpr size_t kMaxCommentChars = 2000;
 constexpr int64_t kMaxOffset = 1000000;
@@ -38,11 +39,11 @@ constexpr char kPageCsp[] =
     "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'; "
     "base-uri 'none'; form-action 'self'";
 
-enum class Permission { kRead, kReview, kAudit };
+enum class Permission { kRead, kReview, kAudit, kManageTokens };
 
 bool Allowed(const std::string& role, Permission p) {
   if (role == "radiologist") return p == Permission::kRead || p == Permission::kReview;
-  if (role == "admin") return p == Permission::kRead || p == Permission::kAudit;
+  if (role == "admin") return p == Permission::kRead || p == Permission::kAudit || p == Permission::kManageTokens;
   return false;
 }
 
@@ -250,18 +251,60 @@ struct Context {
   const ResultFiles* results = nullptr;
   PngRenderer render_png;
   std::function<absl::Status()> readiness;
+  std::shared_ptr<SignIn> sign_in;
+  TokenStore* token_store = nullptr;
   // Anyone can provoke 401s at will; at most ten lines a second each.
   LogRateLimiter denied_log{10};
+  audit::AuditSink* audit = nullptr;
+  // Every request carries the token, so a successful check is audited as a
+  // login once per token and client address in kLoginAuditInterval.
+  std::mutex logins_mu;
+  std::map<std::pair<std::string, std::string>, std::chrono::steady_clock::time_point> logins;
 };
+
+constexpr std::chrono::minutes kLoginAuditInterval{10};
+
+void AuditLogin(Context& ctx, const std::string& user, const std::string& client) {
+  if (!ctx.audit) return;
+  const auto now = std::chrono::steady_clock::now();
+  {
+    std::lock_guard<std::mutex> lock(ctx.logins_mu);
+    auto [it, fresh] = ctx.logins.try_emplace({user, client}, now);
+    if (!fresh && now - it->second < kLoginAuditInterval) return;
+    it->second = now;
+    if (ctx.logins.size() > 10000) ctx.logins.clear();  // bounded; at worst a login is audited again
+  }
+  ctx.audit->Record(audit::UserAuthentication(ctx.audit->node(), {user, client}, true, ""));
+}
+
+// The request as the audit trail's query text: path and parameters.
+std::string QueryText(const HttpRequest& req) {
+  std::string q = req.path;
+  char sep = '?';
+  for (const auto& [k, v] : req.query) {
+    q += sep + k + "=" + v;
+    sep = '&';
+  }
+  return q;
+}
+
+audit::Outcome OutcomeOf(const HttpResponse& res) {
+  return res.status < 400 ? audit::Outcome::kSuccess : audit::Outcome::kMinorFailure;
+}
 
 using Guarded = std::function<HttpResponse(const HttpRequest&, const Actor&)>;
 
-void LogDenied(Context& ctx, int status, const HttpRequest& req, const std::string& client, const std::string& token) {
+void LogDenied(Context& ctx, int status, const HttpRequest& req, const std::string& client, const std::string& token,
+               const SignIn::Refusal* refusal = nullptr) {
   int64_t suppressed = 0;
   if (!ctx.denied_log.Allow(std::to_string(status), suppressed)) return;
   json fields = {{"status", status}, {"peer", client}, {"method", req.method}, {"path", req.path.substr(0, 128)}};
   if (client != req.remote_addr) fields["proxy"] = req.remote_addr;
   if (!token.empty()) fields["token"] = token;
+  if (refusal != nullptr) {
+    fields["reason"] = refusal->reason;
+    fields["sign_in"] = refusal->method;
+  }
   if (suppressed > 0) fields["suppressed"] = suppressed;
   log::Warn("api_denied", fields);
 }
@@ -277,16 +320,42 @@ HttpHandler Protect(std::shared_ptr<Context> ctx, Permission permission, Guarded
       return res;
     }
     std::string client = ClientAddress(req, ctx->options.trusted_proxies);
-    auto token = Authenticate(ctx->options.tokens, req.Header("authorization"));
-    if (!token) {
-      LogDenied(*ctx, 401, req, client, "");
+    SignIn::Refusal refusal;
+    auto who = ctx->sign_in->Authenticate(req, client, refusal);
+    if (!who) {
+      LogDenied(*ctx, refusal.status, req, client, refusal.user, &refusal);
+      if (ctx->audit) {
+        const std::string why = refusal.method + ": " + refusal.reason;
+        ctx->audit->Record(audit::UserAuthentication(ctx->audit->node(), {refusal.user, client}, false, why));
+        ctx->audit->Record(audit::SecurityAlert(ctx->audit->node(), audit::kUseOfRestrictedFunction,
+                                                {refusal.user, client},
+                                                std::to_string(refusal.status) + " " + req.method + " " +
+                                                    req.path.substr(0, 128) + ": " + why));
+      }
+      if (refusal.status == 503) {
+        return HttpResponse::Error(503, "unavailable", "the database is unavailable; retry shortly");
+      }
       return Unauthenticated();
     }
-    if (!Allowed(token->role, permission)) {
-      LogDenied(*ctx, 403, req, client, token->name);
+    AuditLogin(*ctx, who->name, client);
+    // A user with several roles acts in the first one this request needs.
+    const std::string* role = nullptr;
+    for (const auto& r : who->roles) {
+      if (role == nullptr && Allowed(r, permission)) role = &r;
+    }
+    if (role == nullptr) {
+      LogDenied(*ctx, 403, req, client, who->name);
+      if (ctx->audit) {
+        std::string roles;
+        for (const auto& r : who->roles) roles += (roles.empty() ? "" : ",") + r;
+        ctx->audit->Record(audit::SecurityAlert(ctx->audit->node(), audit::kUseOfRestrictedFunction,
+                                                {who->name, client},
+                                                "403 " + req.method + " " + req.path.substr(0, 128) + ": role " +
+                                                    roles));
+      }
       return HttpResponse::Error(403, "forbidden");
     }
-    Actor actor{token->name, token->role, client};
+    Actor actor{who->name, *role, client};
     return fn(req, actor);
   };
 }
@@ -337,13 +406,32 @@ HttpResponse ListWorklist(Context& ctx, const HttpRequest& req, const Actor& act
   if (!IntParam(req, "offset", 0, kMaxOffset, 0, offset)) return BadRequest("offset");
   filter.limit = static_cast<int>(limit);
   filter.offset = static_cast<int>(offset);
-  return Answer(ctx.store->List(filter, actor), 200, "list");
+  HttpResponse res = Answer(ctx.store->List(filter, actor), 200, "list");
+  if (ctx.audit) {
+    ctx.audit->Record(audit::Query(ctx.audit->node(), {actor.name, actor.remote_addr}, audit::kStudyRootFind,
+                                   QueryText(req), OutcomeOf(res)));
+  }
+  return res;
 }
 
 HttpResponse GetStudy(Context& ctx, const HttpRequest& req, const Actor& actor) {
   auto id = ParseId(req.path_params.at(0));
   if (!id) return BadRequest("study_id");
-  return Answer(ctx.store->Study(*id, actor), 200, "study");
+  auto study = ctx.store->Study(*id, actor);
+  if (ctx.audit && study.ok()) {
+    const json& s = *study;
+    audit::StudyRef ref;
+    ref.study_uid = s.value("study_instance_uid", "");
+    ref.accession = s.value("accession_number", "");
+    if (auto p = s.find("patient"); p != s.end() && p->is_object()) {
+      ref.patient_id = p->value("id", "");
+      ref.patient_name = p->value("name", "");
+    }
+    const audit::Party user{actor.name, actor.remote_addr};
+    ctx.audit->Record(audit::InstancesAccessed(ctx.audit->node(), user, ref, audit::Outcome::kSuccess));
+    ctx.audit->Record(audit::PatientRecord(ctx.audit->node(), user, ref, audit::Outcome::kSuccess));
+  }
+  return Answer(std::move(study), 200, "study");
 }
 
 bool IsHex64(const std::string& s) {
@@ -359,7 +447,8 @@ HttpResponse GetImage(Context& ctx, const HttpRequest& req, const Actor& actor) 
   if (!study_id) return BadRequest("study_id");
   auto result_id = ParseId(req.path_params.at(1));
   if (!result_id) return BadRequest("result_id");
-  auto name = ctx.store->ScFileName(*study_id, *result_id, actor);
+  audit::StudyRef identity;
+  auto name = ctx.store->ScFileName(*study_id, *result_id, actor, &identity);
   if (!name.ok()) return FromStatus(name.status(), "image");
   if (!IsHex64(*name) || ctx.results == nullptr || !ctx.render_png) {
     log::Error("api_image_unavailable", {{"study_id", *study_id}, {"result_id", *result_id}});
@@ -376,6 +465,10 @@ HttpResponse GetImage(Context& ctx, const HttpRequest& req, const Actor& actor) 
   res.status = 200;
   res.content_type = "image/png";
   res.body = std::move(*png);
+  if (ctx.audit) {
+    ctx.audit->Record(audit::InstancesAccessed(ctx.audit->node(), {actor.name, actor.remote_addr}, identity,
+                                               audit::Outcome::kSuccess));
+  }
   return res;
 }
 
@@ -440,42 +533,73 @@ HttpResponse GetAudit(Context& ctx, const HttpRequest& req, const Actor& actor) 
   return Answer(ctx.store->AuditLog(static_cast<int>(limit), static_cast<int>(offset), study_id, actor), 200, "audit");
 }
 
-}  // namespace
+// ---- issued tokens ----------------------------------------------------------
 
-std::optional<ApiToken> Authenticate(const std::vector<ApiToken>& tokens, const std::string& authorization_header) {
-  constexpr std::string_view kScheme = "bearer ";
-  const std::string& h = authorization_header;
-  if (h.size() <= kScheme.size() || h.size() > kScheme.size() + kMaxTokenLength) return std::nullopt;
-  for (size_t i = 0; i + 1 < kScheme.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(h[i])) != kScheme[i]) return std::nullopt;
-  }
-  if (h[kScheme.size() - 1] != ' ') return std::nullopt;
-  std::string_view token = std::string_view(h).substr(kScheme.size());
-  for (unsigned char c : token) {
-    if (c < 0x21 || c > 0x7e) return std::nullopt;  // printable, no spaces
-  }
-  const std::string hash = Sha256Hex(token);  // 64 lower-case hex characters
-
-  // Every entry is compared over all 64 characters, whatever differs first.
-  // Configured hashes may be upper-case hex: OR-ing 0x20 lower-cases A-F and
-  // leaves digits unchanged.
-  size_t match = tokens.size();
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    const std::string& expected = tokens[i].sha256;
-    unsigned diff = expected.size() == hash.size() ? 0u : 1u;
-    for (size_t k = 0; k < hash.size(); ++k) {
-      unsigned char e = k < expected.size() ? static_cast<unsigned char>(expected[k]) : 0;
-      diff |= static_cast<unsigned char>(hash[k]) ^ static_cast<unsigned char>(e | 0x20);
-    }
-    // The first matching entry wins; selected without an early exit.
-    size_t is_match = static_cast<size_t>(diff == 0);
-    size_t unset = static_cast<size_t>(match == tokens.size());
-    size_t take = is_match & unset;
-    match = take * i + (1 - take) * match;
-  }
-  if (match == tokens.size()) return std::nullopt;
-  return tokens[match];
+HttpResponse NoTokenStore() {
+  return HttpResponse::Error(404, "not_found", "this node does not issue tokens");
 }
+
+HttpResponse NoStore(HttpResponse res) {
+  res.headers["Cache-Control"] = "no-store";
+  return res;
+}
+
+HttpResponse ListTokens(Context& ctx, const HttpRequest&, const Actor& actor) {
+  if (ctx.token_store == nullptr) return NoTokenStore();
+  return Answer(ctx.token_store->List(actor), 200, "list_tokens");
+}
+
+// {"name": "...", "role": "radiologist" | "admin", "expires_in_seconds": N}:
+// the answer carries the token, the only time it is shown.
+HttpResponse PostToken(Context& ctx, const HttpRequest& req, const Actor& actor) {
+  if (ctx.token_store == nullptr) return NoTokenStore();
+  auto parsed = ParseBody(req, {"name", "role", "expires_in_seconds"});
+  if (auto* err = std::get_if<HttpResponse>(&parsed)) return *err;
+  const json& body = std::get<json>(parsed);
+  auto name = body.find("name");
+  if (name == body.end() || !name->is_string()) return BadRequest("name");
+  std::string n = name->get<std::string>();
+  if (n.empty() || n.size() > 64 || !PrintableAscii(n)) return BadRequest("name");
+  // A name in the configuration would make reviews signed with it ambiguous.
+  for (const auto& t : ctx.options.tokens) {
+    if (t.name == n) return HttpResponse::Error(409, "conflict", "a configured token has this name");
+  }
+  auto role = body.find("role");
+  if (role == body.end() || !role->is_string()) return BadRequest("role");
+  std::string r = role->get<std::string>();
+  if (r != "radiologist" && r != "admin") return BadRequest("role");
+  int64_t lifetime = ctx.options.issued_token_default_lifetime_s;
+  if (auto e = body.find("expires_in_seconds"); e != body.end() && !e->is_null()) {
+    if (!AsPositiveInt64(*e, lifetime) || lifetime > ctx.options.issued_token_max_lifetime_s) {
+      return BadRequest("expires_in_seconds");
+    }
+  }
+  std::string token = NewIssuedToken();
+  if (token.empty()) {
+    log::Error("api_token_random_failed", {});
+    return HttpResponse::Error(500, "internal");
+  }
+  auto issued = ctx.token_store->Issue(n, r, Sha256Hex(token), lifetime, actor);
+  if (!issued.ok() && issued.status().code() == absl::StatusCode::kAlreadyExists) {
+    return HttpResponse::Error(409, "conflict", "a token with this name exists; names are never reused");
+  }
+  if (!issued.ok()) return FromStatus(issued.status(), "issue_token");
+  json out = *issued;
+  out["token"] = token;
+  log::Info("api_token_issued", {{"id", out["id"]}, {"name", n}, {"role", r}, {"by", actor.name}});
+  return NoStore(HttpResponse::Json(201, out));
+}
+
+HttpResponse RevokeToken(Context& ctx, const HttpRequest& req, const Actor& actor) {
+  if (ctx.token_store == nullptr) return NoTokenStore();
+  auto id = ParseId(req.path_params.at(0));
+  if (!id) return BadRequest("token_id");
+  auto revoked = ctx.token_store->Revoke(*id, actor);
+  if (revoked.ok()) log::Info("api_token_revoked", {{"id", *id}, {"by", actor.name}});
+  return Answer(revoked, 200, "revoke_token");
+}
+
+}  // namespace
 
 absl::StatusOr<AddressRange> ParseAddressRange(const std::string& text) {
   AddressRange out;
@@ -577,13 +701,18 @@ std::string ClientAddress(const HttpRequest& req, const std::vector<AddressRange
 }
 
 std::vector<HttpRoute> WorklistRoutes(const ApiOptions& options, ReviewStore* store, const ResultFiles* results,
-                                      PngRenderer render_png, std::function<absl::Status()> readiness) {
+                                      PngRenderer render_png, std::function<absl::Status()> readiness,
+                                      audit::AuditSink* audit, std::shared_ptr<SignIn> sign_in,
+                                      TokenStore* token_store) {
   auto ctx = std::make_shared<Context>();
   ctx->options = options;
   ctx->store = store;
   ctx->results = results;
   ctx->render_png = std::move(render_png);
   ctx->readiness = std::move(readiness);
+  ctx->audit = audit;
+  ctx->sign_in = sign_in ? std::move(sign_in) : std::make_shared<SignIn>(options.tokens, nullptr, nullptr, nullptr);
+  ctx->token_store = token_store;
   std::vector<HttpRoute> routes;
 
   // Health, without a token.
@@ -619,6 +748,17 @@ std::vector<HttpRoute> WorklistRoutes(const ApiOptions& options, ReviewStore* st
   routes.push_back({"GET", "/api/v1/audit",
                     Protect(ctx, Permission::kAudit,
                             [ctx](const HttpRequest& r, const Actor& a) { return GetAudit(*ctx, r, a); })});
+
+  // Issued tokens, for admins.
+  routes.push_back({"GET", "/api/v1/tokens",
+                    Protect(ctx, Permission::kManageTokens,
+                            [ctx](const HttpRequest& r, const Actor& a) { return ListTokens(*ctx, r, a); })});
+  routes.push_back({"POST", "/api/v1/tokens",
+                    Protect(ctx, Permission::kManageTokens,
+                            [ctx](const HttpRequest& r, const Actor& a) { return PostToken(*ctx, r, a); })});
+  routes.push_back({"POST", R"(/api/v1/tokens/(\d+)/revoke)",
+                    Protect(ctx, Permission::kManageTokens,
+                            [ctx](const HttpRequest& r, const Actor& a) { return RevokeToken(*ctx, r, a); })});
 
   // The page: index.html at / and every embedded file under its own name.
   for (const auto& [name, content] : web::EmbeddedWebFiles()) {

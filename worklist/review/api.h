@@ -1,7 +1,7 @@
-// The worklist HTTP API and page (docs/worklist-api.md): bearer-token
-// authentication against configured SHA-256 hashes with roles, input
-// validation, and the mapping of store results to HTTP statuses. Served on
-// its own port by common/http_server.h's HttpServer.
+// The worklist HTTP API and page (docs/worklist-api.md): sign-in
+// (sign_in.h) and roles, the admin API for issued tokens, input validation,
+// and the mapping of store results to HTTP statuses. Served on its own port
+// by common/http_server.h's HttpServer.
 #pragma once
 
 #include <array>
@@ -10,18 +10,14 @@
 #include <string>
 #include <vector>
 
+#include "audit/audit_sink.h"
 #include "common/http_server.h"
 #include "common/status.h"
 #include "worklist/pipeline/result_files.h"
 #include "worklist/review/review_store.h"
+#include "worklist/review/sign_in.h"
 
 namespace secondread::worklist {
-
-struct ApiToken {
-  std::string name;    // shown in reviews and the audit log
-  std::string role;    // radiologist | admin
-  std::string sha256;  // lower-case hex SHA-256 of the token
-};
 
 // One address or network (CIDR) of api.trusted_proxies.
 struct AddressRange {
@@ -41,10 +37,12 @@ struct ApiOptions {
   std::vector<AddressRange> trusted_proxies;
   bool enabled = true;
   int performance_refresh_s = 60;  // model-performance gauges
+  OidcOptions oidc;
+  // Tokens issued through the admin API: the lifetime when the request
+  // names none, and the longest it may name.
+  int64_t issued_token_default_lifetime_s = 30 * 86400;
+  int64_t issued_token_max_lifetime_s = 365 * 86400;
 };
-
-// Returns the token's entry, or nullopt; constant-time comparison of hashes.
-std::optional<ApiToken> Authenticate(const std::vector<ApiToken>& tokens, const std::string& authorization_header);
 
 // The client's address for audit rows and log lines: the TCP peer, or,
 // when the peer is a trusted proxy, the nearest X-Forwarded-For address
@@ -55,8 +53,12 @@ std::string ClientAddress(const HttpRequest& req, const std::vector<AddressRange
 // API can be tested without DCMTK.
 using PngRenderer = std::function<absl::StatusOr<std::string>(const std::string& path)>;
 
-// The routes of the API, the page and the health endpoints.
+// The routes of the API, the page and the health endpoints. Without
+// sign_in, only options.tokens sign in, unaudited; without token_store, the
+// admin API for issued tokens answers 404.
 std::vector<HttpRoute> WorklistRoutes(const ApiOptions& options, ReviewStore* store, const ResultFiles* results,
-                                      PngRenderer render_png, std::function<absl::Status()> readiness);
+                                      PngRenderer render_png, std::function<absl::Status()> readiness,
+                                      audit::AuditSink* audit = nullptr, std::shared_ptr<SignIn> sign_in = nullptr,
+                                      TokenStore* token_store = nullptr);
 
 }  // namespace secondread::worklist

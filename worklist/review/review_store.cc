@@ -132,8 +132,9 @@ LIMIT $2::int
 )SQL";
 
 constexpr char kScFile[] = R"SQL(
-SELECT ro.file_name
+SELECT ro.file_name, ro.sop_class_uid, st.study_instance_uid, st.accession_number, p.patient_id, p.patient_name
 FROM result_objects ro JOIN reads r ON r.id = ro.read_ref
+JOIN studies st ON st.id = r.study_ref JOIN patients p ON p.id = st.patient_ref
 WHERE ro.id = $2 AND r.study_ref = $1 AND ro.kind = 'sc'
 )SQL";
 
@@ -493,7 +494,8 @@ absl::StatusOr<json> ReviewStore::Study(int64_t study_id, const Actor& actor) {
   return out;
 }
 
-absl::StatusOr<std::string> ReviewStore::ScFileName(int64_t study_id, int64_t result_id, const Actor& actor) {
+absl::StatusOr<std::string> ReviewStore::ScFileName(int64_t study_id, int64_t result_id, const Actor& actor,
+                                                    audit::StudyRef* identity) {
   absl::Status result;
   std::string file;
   absl::Status st = pool_->Run([&](pqxx::connection_base& c) {
@@ -505,6 +507,14 @@ absl::StatusOr<std::string> ReviewStore::ScFileName(int64_t study_id, int64_t re
       return;
     }
     file = r[0][0].as<std::string>();
+    if (identity) {
+      *identity = audit::StudyRef{};
+      identity->sop_classes[r[0][1].as<std::string>()] = 1;
+      identity->study_uid = r[0][2].as<std::string>();
+      identity->accession = r[0][3].as<std::string>();
+      identity->patient_id = r[0][4].as<std::string>();
+      identity->patient_name = r[0][5].as<std::string>();
+    }
     InsertAudit(tx, actor, "view_image", study_id, json{{"result_id", result_id}});
     tx.commit();
   });
@@ -685,6 +695,25 @@ absl::Status ReviewStore::AuditLogProtection() {
   std::string list;
   for (const auto& p : powers) list += (list.empty() ? "" : ",") + p;
   return absl::FailedPreconditionError(list);
+}
+
+absl::StatusOr<std::vector<std::string>> ReviewStore::MissingAuditActions(const std::vector<std::string>& actions) {
+  std::string definition;
+  absl::Status st = pool_->Run([&](pqxx::connection_base& c) {
+    pqxx::read_transaction tx(c);
+    auto r = tx.exec(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE conrelid = 'audit_log'::regclass AND conname = 'audit_log_action_check'");
+    tx.commit();
+    definition = r.empty() ? std::string() : r[0][0].as<std::string>();
+  });
+  if (!st.ok()) return st;
+  std::vector<std::string> missing;
+  if (definition.empty()) return missing;  // no constraint: every action is admitted
+  for (const auto& a : actions) {
+    if (definition.find("'" + a + "'") == std::string::npos) missing.push_back(a);
+  }
+  return missing;
 }
 
 absl::StatusOr<json> ReviewStore::AuditLog(int limit, int offset, std::optional<int64_t> study_id,

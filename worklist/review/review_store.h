@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "audit/audit_message.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
 #include "worklist/db/pg_pool.h"
@@ -62,7 +63,9 @@ class ReviewStore {
 
   // The file name (64 hex) of a Secondary Capture result of this study, for
   // the PNG preview; NOT_FOUND otherwise. Writes the view_image audit row.
-  absl::StatusOr<std::string> ScFileName(int64_t study_id, int64_t result_id, const Actor& actor);
+  // identity, when given, receives the study and patient for the audit trail.
+  absl::StatusOr<std::string> ScFileName(int64_t study_id, int64_t result_id, const Actor& actor,
+                                         audit::StudyRef* identity = nullptr);
 
   // 201-shaped body on success. ABORTED with the 409 body (as the status
   // message, JSON text) when expected_version is stale; NOT_FOUND for an
@@ -81,6 +84,10 @@ class ReviewStore {
   // its schema or act for their owners, update, delete, truncate, manage
   // triggers, be a superuser or create roles). See migration 0005.
   absl::Status AuditLogProtection();
+
+  // Of `actions`, those audit_log's constraint does not admit (a login that
+  // could not act for the table's owner when a migration added them).
+  absl::StatusOr<std::vector<std::string>> MissingAuditActions(const std::vector<std::string>& actions);
 
   // Newest first; writes a view_audit row.
   absl::StatusOr<nlohmann::json> AuditLog(int limit, int offset, std::optional<int64_t> study_id, const Actor& actor);

@@ -355,6 +355,7 @@ struct Acceptor::Impl {
   AcceptorOptions options;
   SSL_CTX* tls_ctx = nullptr;
   ScpMetrics* metrics = nullptr;
+  audit::AuditSink* audit = nullptr;
   std::shared_ptr<PeerTable> peers = std::make_shared<PeerTable>();
   int plain_fd = -1;
   int tls_fd = -1;
@@ -414,6 +415,13 @@ struct Acceptor::Impl {
       log::Warn("connection_dropped", std::move(fields));
     }
     metrics->ConnectionDropped(reason).Increment();
+    // A failed handshake or the wrong protocol on a port is a peer that could
+    // not authenticate as a node: a security alert for the audit trail.
+    if (audit && (reason == "tls_handshake_failed" || reason == "plaintext_on_tls_port" ||
+                  reason == "tls_on_plain_port")) {
+      audit->Record(audit::SecurityAlert(audit->node(), audit::kNodeAuthentication, {"", c.peer},
+                                         detail.empty() ? reason : reason + ": " + detail));
+    }
     if (c.epoll_events != 0) ::epoll_ctl(epoll_fd, EPOLL_CTL_DEL, c.fd, nullptr);
     CloseConnection(c);
     connections.erase(it);
@@ -623,7 +631,7 @@ struct Acceptor::Impl {
 };
 
 absl::StatusOr<std::unique_ptr<Acceptor>> Acceptor::Create(const AcceptorOptions& options, SSL_CTX* tls_ctx,
-                                                           ScpMetrics* metrics) {
+                                                           ScpMetrics* metrics, audit::AuditSink* audit) {
   if (options.plain_port == 0 && options.tls_port == 0) {
     return absl::InvalidArgumentError("neither the plain DICOM port nor the TLS port is configured");
   }
@@ -635,6 +643,7 @@ absl::StatusOr<std::unique_ptr<Acceptor>> Acceptor::Create(const AcceptorOptions
   impl->options = options;
   impl->tls_ctx = tls_ctx;
   impl->metrics = metrics;
+  impl->audit = audit;
   if (options.plain_port != 0) {
     ASSIGN_OR_RETURN(impl->plain_fd, Listen(options.bind_address, options.plain_port));
   }

@@ -19,6 +19,7 @@
 #include <string>
 #include <string_view>
 
+#include "audit/audit_sink.h"
 #include "common/status.h"
 #include "scp/receive/scp_metrics.h"
 
@@ -107,8 +108,10 @@ class Acceptor {
 
   // tls_ctx may be null when no TLS port is configured. Binds the ports now,
   // so a port in use is reported at start.
+  // audit, when given, hears of TLS failures and wrong-port protocols as
+  // security alerts.
   static absl::StatusOr<std::unique_ptr<Acceptor>> Create(const AcceptorOptions& options, SSL_CTX* tls_ctx,
-                                                          ScpMetrics* metrics);
+                                                          ScpMetrics* metrics, audit::AuditSink* audit = nullptr);
   ~Acceptor();
 
   // Runs the accept loop on the calling thread until Stop(). on_ready runs on

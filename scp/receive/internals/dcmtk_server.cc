@@ -131,6 +131,7 @@ struct Context {
   InstanceSink* sink;
   ScpMetrics* metrics;
   Spool* spool;
+  audit::AuditSink* audit = nullptr;
 };
 
 class Pool;
@@ -278,6 +279,10 @@ class Worker : public DcmBaseSCPPool::DcmBaseSCPWorker, private DcmThreadSCP {
         {"reason", reason}, {"calling_ae", getPeerAETitle().c_str()}, {"peer", getPeerIP().c_str()}, {"tls", peer_.tls}};
     if (peer_.tls) fields["certificate_subject"] = peer_.subject;
     log::Warn("association_rejected", std::move(fields));
+    if (ctx_.audit) {
+      ctx_.audit->Record(audit::SecurityAlert(ctx_.audit->node(), audit::kNodeAuthentication,
+                                              {getPeerAETitle().c_str(), getPeerIP().c_str()}, reason));
+    }
   }
 
   OFCondition HandleStore(T_DIMSE_C_StoreRQ& req, const DcmPresentationContextInfo& info) {
@@ -581,7 +586,8 @@ DicomServer::DicomServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 DicomServer::~DicomServer() = default;
 
 absl::StatusOr<std::unique_ptr<DicomServer>> DicomServer::Create(const ScpOptions& options, StoreProcessor* processor,
-                                                                 InstanceSink* sink, ScpMetrics* metrics) {
+                                                                 InstanceSink* sink, ScpMetrics* metrics,
+                                                                 audit::AuditSink* audit) {
   if (options.ae_title.empty() || options.ae_title.size() > 16) {
     return absl::InvalidArgumentError("dicom.ae_title must have 1 to 16 characters");
   }
@@ -604,7 +610,7 @@ absl::StatusOr<std::unique_ptr<DicomServer>> DicomServer::Create(const ScpOption
   dcmSocketSendTimeout.set(options.idle_timeout_s);
 
   auto impl = std::make_unique<Impl>();
-  impl->ctx = Context{options, processor, sink, metrics, nullptr};
+  impl->ctx = Context{options, processor, sink, metrics, nullptr, audit};
   impl->ctx.spool = processor ? processor->spool() : nullptr;
   if (options.tls.port != 0) {
     ASSIGN_OR_RETURN(impl->tls, MakeTlsLayer(options.tls));
@@ -618,7 +624,7 @@ absl::StatusOr<std::unique_ptr<DicomServer>> DicomServer::Create(const ScpOption
   ao.max_pending_connections = options.max_pending_connections;
   ao.max_associate_rq_bytes = options.max_associate_rq_bytes;
   ASSIGN_OR_RETURN(impl->acceptor,
-                   Acceptor::Create(ao, impl->tls ? impl->tls->getNativeHandle() : nullptr, metrics));
+                   Acceptor::Create(ao, impl->tls ? impl->tls->getNativeHandle() : nullptr, metrics, audit));
   impl->pool = std::make_unique<Pool>(impl->ctx, impl->acceptor.get());
   DcmSCPConfig& cfg = impl->pool->getConfig();
   cfg.setAETitle(options.ae_title.c_str());

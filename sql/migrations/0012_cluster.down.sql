@@ -1,0 +1,4 @@
+ALTER TABLE associations DROP COLUMN IF EXISTS holder;
+ALTER TABLE result_objects DROP COLUMN IF EXISTS holder;
+ALTER TABLE instances DROP COLUMN IF EXISTS holder;
+DROP TABLE IF EXISTS nodes;
