@@ -10,6 +10,23 @@ absl::StatusOr<WorkerOptions> ParseWorkerOptions(config::ConfigTree& t) {
     return absl::InvalidArgumentError("config key 'grpc.max_message_bytes': must be between 1KiB and 2GiB");
   }
   ASSIGN_OR_RETURN(o.admin, t.Bool("grpc.admin", o.admin));
+  ASSIGN_OR_RETURN(int64_t age, t.Int("grpc.max_connection_age_seconds", o.max_connection_age_seconds, 0, 7 * 86400));
+  o.max_connection_age_seconds = static_cast<int>(age);
+  RETURN_IF_ERROR(grpc_tls::ParseFiles(t, "tls", &o.tls.files));
+  ASSIGN_OR_RETURN(o.tls.allowed_clients, t.StringList("tls.allowed_clients", {}));
+  if (o.tls.files.enabled() && o.tls.allowed_clients.empty()) {
+    return absl::InvalidArgumentError("config key 'tls.allowed_clients': TLS needs at least one client name");
+  }
+  if (!o.tls.files.enabled() && !o.tls.allowed_clients.empty()) {
+    return absl::InvalidArgumentError("config key 'tls.allowed_clients' needs tls.certificate, tls.private_key and tls.ca");
+  }
+  // Plaintext gRPC carries pixels and model answers readable by anyone on
+  // the path, so it may only stay on this host.
+  if (!o.tls.files.enabled() && !grpc_tls::IsLoopback(o.listen)) {
+    return absl::InvalidArgumentError("config key 'grpc.listen': " + o.listen +
+                                      " is not a loopback address; listening there needs tls.certificate, "
+                                      "tls.private_key, tls.ca and tls.allowed_clients");
+  }
   ASSIGN_OR_RETURN(o.repository, t.String("models.repository", ""));
   if (o.repository.empty()) return absl::InvalidArgumentError("config key 'models.repository' is required");
   ASSIGN_OR_RETURN(o.load, t.StringList("models.load", {}));

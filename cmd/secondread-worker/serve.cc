@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <thread>
 
+#include "common/grpc_tls.h"
 #include "common/http_server.h"
 #include "common/log.h"
 #include "inference/model_repository.h"
@@ -57,9 +58,20 @@ absl::Status ServeWorker(const WorkerOptions& options) {
   inference::InferenceService inference_service(service_options, &repository, &worker_metrics);
   inference::ModelAdminService admin_service(&repository);
   grpc::EnableDefaultHealthCheckService(true);
+  std::shared_ptr<grpc::ServerCredentials> credentials;
+  if (options.tls.files.enabled()) {
+    ASSIGN_OR_RETURN(credentials, grpc_tls::ServerCredentials(options.tls));
+  } else {
+    log::Warn("grpc_plaintext", {{"listen", options.listen},
+                                 {"reason", "no tls.certificate: plaintext gRPC, allowed on loopback only"}});
+    credentials = grpc::InsecureServerCredentials();
+  }
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(options.listen, credentials, &port);
+  if (options.max_connection_age_seconds > 0) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, options.max_connection_age_seconds * 1000);
+  }
   builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(options.max_message_bytes));
   builder.RegisterService(&inference_service);
@@ -71,7 +83,11 @@ absl::Status ServeWorker(const WorkerOptions& options) {
   server->GetHealthCheckService()->SetServingStatus(true);
   server->GetHealthCheckService()->SetServingStatus(kInferenceService, true);
   log::Info("worker_started",
-            {{"listen", options.listen}, {"port", port}, {"metrics_port", (*ops)->port()}, {"admin", options.admin}});
+            {{"listen", options.listen},
+             {"port", port},
+             {"metrics_port", (*ops)->port()},
+             {"admin", options.admin},
+             {"tls", options.tls.files.enabled()}});
 
   std::atomic<bool> stop{false};
   std::mutex mu;

@@ -1,5 +1,7 @@
 #include "cmd/secondread/options.h"
 
+#include "common/grpc_tls.h"
+
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -131,6 +133,12 @@ absl::Status ParsePipeline(config::ConfigTree& t, worklist::PipelineOptions& p, 
   p.inference.max_attempts = static_cast<int>(attempts);
   ASSIGN_OR_RETURN(uint64_t max_msg, t.Bytes("inference.max_message_bytes", p.inference.max_message_bytes));
   p.inference.max_message_bytes = static_cast<int64_t>(max_msg);
+  RETURN_IF_ERROR(grpc_tls::ParseFiles(t, "inference.tls", &p.inference.tls.files));
+  ASSIGN_OR_RETURN(p.inference.tls.server_name, t.String("inference.tls.server_name", ""));
+  if (!p.inference.tls.files.enabled() && !p.inference.tls.server_name.empty()) {
+    return absl::InvalidArgumentError(
+        "config key 'inference.tls.server_name' needs inference.tls.certificate, private_key and ca");
+  }
   ASSIGN_OR_RETURN(int64_t volume_ms, t.Int("inference.volume_call_timeout_ms", p.inference.volume_call_timeout.count(),
                                             1000, 3600000));
   p.inference.volume_call_timeout = milliseconds(volume_ms);

@@ -17,6 +17,7 @@
 #include "worklist/review/token_store.h"
 #include "worklist/db/migrations.h"
 #include "worklist/db/registry.h"
+#include "worklist/pipeline/inference_client.h"
 
 namespace secondread {
 
@@ -35,6 +36,12 @@ absl::Status Serve(const NodeOptions& options) {
     if (absl::Status tls = scp::CheckTls(destination); !tls.ok()) {
       return absl::InvalidArgumentError("export destination " + name + ": " + std::string(tls.message()));
     }
+  }
+
+  // So does a link to the workers that would be plaintext across the
+  // network, or whose TLS files cannot be used.
+  if (!options.pipeline.inference.endpoints.empty()) {
+    RETURN_IF_ERROR(worklist::CheckInferenceLink(options.pipeline.inference));
   }
 
   if (options.migrate_on_start) {

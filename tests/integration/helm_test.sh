@@ -69,11 +69,12 @@ refused "$TOOLS_SRC/refused/replicas-values.yaml" "node.replicas: Must be less t
 refused "$TOOLS_SRC/refused/misspelled-values.yaml" "Additional property persistance is not allowed"
 refused "$TOOLS_SRC/refused/no-database-values.yaml" "no database: set database.existingSecret"
 refused "$TOOLS_SRC/refused/tls-without-port-values.yaml" "node.config.dicom.tls is set but node.dicomTls.enabled is false"
+refused "$TOOLS_SRC/refused/no-grpc-tls-values.yaml" "grpcTls.workerSecret is required"
 # The template's own refusal stands even where a schema is skipped.
 out=$("$HELM" template secondread "$CHART" -f "$TOOLS_SRC/refused/replicas-values.yaml" --skip-schema-validation 2>&1) &&
   fail "node.replicas=2 was rendered without the schema"
 grep -q "node.replicas above 1 is not supported" <<<"$out" || fail "no clear refusal of node.replicas=2: $out"
-pass "refused: two node replicas (schema and template), a misspelled key, no database, DICOM TLS settings without the TLS port"
+pass "refused: two node replicas (schema and template), a misspelled key, no database, DICOM TLS settings without the TLS port, workers without gRPC TLS"
 
 # ---- the rendered manifests against the models and the chart's promises --------
 (cd "$TOOLS" && node validate.mjs "$WORK"/rendered/*-values.yaml) >"$WORK/validate.log" 2>&1 ||
@@ -86,7 +87,8 @@ pass "every object valid against its model, no unknown field, the chart's checks
 # rendered file must get past parsing: the node's migrate then stops only at
 # the database (an unreachable one here), and the worker starts and loads the
 # models it names from the reference repository. Only the paths and
-# addresses that exist in a cluster alone are replaced.
+# addresses that exist in a cluster alone are replaced, and the gRPC TLS
+# files with certificates made here.
 WORKER_BIN="${SECONDREAD_WORKER_BIN:-$BUILD_DIR/cmd/secondread-worker/secondread-worker}"
 worker_pid=""
 # shellcheck disable=SC2016 # expanded at exit, when a worker may still run
@@ -94,6 +96,12 @@ it_also_on_exit '[ -n "$worker_pid" ] && kill -TERM "$worker_pid" 2>/dev/null'
 [ -x "$SECONDREAD_BIN" ] || fail "the node is not built at $SECONDREAD_BIN"
 [ -x "$WORKER_BIN" ] || fail "the worker is not built at $WORKER_BIN"
 echo "postgresql://secondread@127.0.0.1:1/secondread" >"$WORK/unreachable.url"
+# The certificates the chart's Secrets would hold, at the paths it mounts them.
+source "$IT_REPO/scripts/lib/tls.sh"
+make_ca "$WORK/grpc-tls" ca 2>/dev/null || fail "make_ca"
+issue_cert "$WORK/grpc-tls/ca" "$WORK/grpc-tls/worker" "/CN=worker" --server --san "DNS:localhost" || fail "issue_cert"
+GRPC_TLS=(--set "tls.certificate=$WORK/grpc-tls/worker.pem" --set "tls.private_key=$WORK/grpc-tls/worker.key"
+          --set "tls.ca=$WORK/grpc-tls/ca.pem")
 for rendered in "$WORK"/rendered/*-values.yaml; do
   name=$(basename "$rendered" -values.yaml)
   cfg="$WORK/config/$name"
@@ -103,7 +111,7 @@ for rendered in "$WORK"/rendered/*-values.yaml; do
   grep -q "database unreachable" <<<"$out" || fail "$name: the node refused the chart's configuration: $out"
   "$WORKER_BIN" --config "$cfg/worker.yaml" --set "models.repository=$IT_REPO/tools/models/repository" \
     --set grpc.listen=127.0.0.1:0 --set http.bind=127.0.0.1 --set http.port=0 --set cpu.threads=1 \
-    --set models.warm_up=false \
+    --set models.warm_up=false "${GRPC_TLS[@]}" \
     >"$cfg/worker.log" 2>&1 &
   worker_pid=$!
   for _ in $(seq 1 240); do
@@ -115,6 +123,7 @@ for rendered in "$WORK"/rendered/*-values.yaml; do
   wait "$worker_pid" 2>/dev/null || true
   grep -q '"event":"worker_started"' "$cfg/worker.log" ||
     { tail -n 5 "$cfg/worker.log" >&2; fail "$name: the worker did not start with the chart's configuration"; }
+  grep '"event":"worker_started"' "$cfg/worker.log" | grep -q '"tls":true' || fail "$name: the worker runs without TLS"
   if grep -q '"event":"model_load_failed"' "$cfg/worker.log"; then
     grep '"event":"model_load_failed"' "$cfg/worker.log" >&2; fail "$name: a model the chart's configuration names did not load"
   fi

@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "CLI/CLI.hpp"
+#include "common/grpc_tls.h"
 #include "nlohmann/json.hpp"
 #include "secondread/inference/v1/inference.grpc.pb.h"
 #include "tools/validate/volume_validation.h"
@@ -87,7 +88,23 @@ int main(int argc, char** argv) {
   app.add_option("--min-localization", min_localization, "Fail under this localization rate");
   app.add_option("--concurrency", concurrency, "Concurrent requests")->check(CLI::Range(1, 256));
   app.add_option("--images-per-request", per_request, "Images per request")->check(CLI::Range(1, 64));
+  secondread::grpc_tls::ClientOptions tls;
+  app.add_option("--tls-certificate", tls.files.certificate, "Client certificate (PEM) for a worker with mutual TLS");
+  app.add_option("--tls-private-key", tls.files.private_key, "Its private key (PEM)");
+  app.add_option("--tls-ca", tls.files.ca, "CA bundle (PEM) the worker's certificate comes from");
+  app.add_option("--tls-server-name", tls.server_name,
+                 "Name the worker's certificate must carry; default the host of --worker");
   CLI11_PARSE(app, argc, argv);
+  if (tls.files.enabled() && (tls.files.certificate.empty() || tls.files.private_key.empty() || tls.files.ca.empty())) {
+    std::cerr << "--tls-certificate, --tls-private-key and --tls-ca go together\n";
+    return 2;
+  }
+  // The same rule as the node's: plaintext gRPC only on loopback.
+  if (!tls.files.enabled() && !secondread::grpc_tls::IsLoopback(target)) {
+    std::cerr << "--worker " << target
+              << " is not on loopback: reach it over mutual TLS (--tls-certificate, --tls-private-key, --tls-ca)\n";
+    return 2;
+  }
 
   if (volume) {
     secondread::validate::VolumeOptions options;
@@ -98,6 +115,7 @@ int main(int argc, char** argv) {
     options.min_dice = min_dice;
     options.min_sensitivity = min_sensitivity;
     options.timeout_s = volume_timeout;
+    options.tls = tls;
     return secondread::validate::RunVolumeValidation(options);
   }
   if (models.size() != 1) {
@@ -145,7 +163,16 @@ int main(int argc, char** argv) {
 
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
-  auto channel = grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  if (tls.files.enabled()) {
+    auto c = secondread::grpc_tls::ChannelCredentials(tls, target, &args);
+    if (!c.ok()) {
+      std::cerr << c.status().message() << "\n";
+      return 2;
+    }
+    credentials = *c;
+  }
+  auto channel = grpc::CreateCustomChannel(target, credentials, args);
   auto stub = v1::Inference::NewStub(channel);
 
   std::atomic<size_t> next{0};

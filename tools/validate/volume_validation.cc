@@ -164,6 +164,7 @@ int RunVolumeValidation(const VolumeOptions& options) {
   client_options.endpoints = {options.worker};
   client_options.volume_call_timeout = std::chrono::seconds(options.timeout_s);
   client_options.max_attempts = 1;
+  client_options.tls = options.tls;
   auto client = worklist::InferenceClient::Create(client_options);
   if (!client.ok()) {
     std::cerr << "inference client: " << client.status() << "\n";

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "common/grpc_tls.h"
+
 namespace secondread::validate {
 
 struct VolumeScore {
@@ -40,6 +42,7 @@ struct VolumeOptions {
   double min_dice = 0.8;
   double min_sensitivity = 0.9;
   int timeout_s = 600;
+  grpc_tls::ClientOptions tls;  // mutual TLS to the worker; empty: plaintext on loopback
 };
 
 // Prints the JSON report (evaluate3d.py's layout) and returns the exit

@@ -14,6 +14,7 @@
 #include <thread>
 #include <utility>
 
+#include "common/log.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "secondread/inference/v1/inference.grpc.pb.h"
 
@@ -387,8 +388,26 @@ InferenceClient::InferenceClient(std::unique_ptr<Impl> impl) : impl_(std::move(i
 
 InferenceClient::~InferenceClient() = default;
 
+absl::Status CheckInferenceLink(const InferenceClientOptions& options) {
+  if (options.tls.files.enabled()) {
+    if (absl::Status st = grpc_tls::CheckFiles(options.tls.files); !st.ok()) {
+      return absl::Status(st.code(), "inference.tls: " + std::string(st.message()));
+    }
+    return absl::OkStatus();
+  }
+  for (const auto& address : options.endpoints) {
+    if (!grpc_tls::IsLoopback(address)) {
+      return absl::FailedPreconditionError("inference endpoint " + address +
+                                           " is not on loopback and inference.tls is not configured: "
+                                           "plaintext gRPC is allowed on loopback only");
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<InferenceClient::Ptr> InferenceClient::Create(const InferenceClientOptions& options) {
   if (options.endpoints.empty()) return absl::InvalidArgumentError("inference client: no endpoints configured");
+  RETURN_IF_ERROR(CheckInferenceLink(options));
   if (options.health_interval <= std::chrono::milliseconds::zero()) {
     return absl::InvalidArgumentError("inference client: health_interval must be positive");
   }
@@ -414,13 +433,27 @@ absl::StatusOr<InferenceClient::Ptr> InferenceClient::Create(const InferenceClie
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, kMaxReconnectBackoffMs);
     for (const auto& address : options.endpoints) {
       if (address.empty()) return absl::InvalidArgumentError("inference client: empty endpoint");
+      grpc::ChannelArguments endpoint_args = args;
+      std::shared_ptr<grpc::ChannelCredentials> credentials;
+      if (options.tls.files.enabled()) {
+        auto tls = grpc_tls::ChannelCredentials(options.tls, address, &endpoint_args);
+        if (!tls.ok()) return absl::Status(tls.status().code(), "inference client: " + std::string(tls.status().message()));
+        credentials = *std::move(tls);
+      } else {
+        credentials = grpc::InsecureChannelCredentials();
+      }
       auto ep = std::make_unique<Impl::Endpoint>();
       ep->address = address;
-      ep->channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+      // Health checks ride on the same channel, so they use the same credentials.
+      ep->channel = grpc::CreateCustomChannel(address, credentials, endpoint_args);
       if (!ep->channel) return absl::InvalidArgumentError("inference client: cannot create channel to " + address);
       ep->inference = pb::Inference::NewStub(ep->channel);
       ep->health = health::Health::NewStub(ep->channel);
       impl->endpoints.push_back(std::move(ep));
+    }
+    if (!options.tls.files.enabled()) {
+      log::Warn("inference_plaintext", {{"endpoints", options.endpoints},
+                                        {"reason", "no inference.tls: plaintext gRPC, allowed on loopback only"}});
     }
     Impl* raw = impl.get();
     impl->health_thread = std::thread([raw] { raw->HealthLoop(); });

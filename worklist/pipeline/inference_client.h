@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "common/grpc_tls.h"
 #include "common/status.h"
 #include "secondread/inference/v1/inference.pb.h"
 
@@ -55,6 +56,9 @@ struct InferenceClientOptions {
   // The most bytes of maps one InferVolume answer may announce; a larger
   // answer is refused before any of it is stored.
   uint64_t max_volume_result_bytes = 1ull << 30;
+  // Mutual TLS to the workers (inference.tls.*). Without it, every endpoint
+  // must be on loopback.
+  grpc_tls::ClientOptions tls;
 };
 
 // A volume for InferVolume: float32 voxels [depth][rows][columns], W fastest.
@@ -92,6 +96,12 @@ struct EndpointState {
   int64_t calls = 0;
   int64_t failures = 0;
 };
+
+// The link's security before anything connects: with inference.tls, its
+// files must load; without it, every endpoint must be on loopback, since
+// pixels and model answers would otherwise cross the network readable by
+// anyone on the path.
+absl::Status CheckInferenceLink(const InferenceClientOptions& options);
 
 class InferenceClient {
  public:

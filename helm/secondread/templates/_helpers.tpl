@@ -91,8 +91,13 @@ written over it, so that the Services and the process cannot disagree.
   "database" (dict "url_file" "/etc/secondread/database/url")
   "http" (dict "bind" "0.0.0.0" "port" (int .Values.node.ports.http))
   "api" (dict "bind" "0.0.0.0" "port" (int .Values.node.ports.api))
-  "inference" (dict "endpoints" (list (include "secondread.workerAddress" .)))
+  "inference" (dict "endpoints" (list (include "secondread.workerAddress" .)) "tls" (dict
+    "certificate" "/etc/secondread/grpc-tls/tls.crt"
+    "private_key" "/etc/secondread/grpc-tls/tls.key"
+    "ca" "/etc/secondread/grpc-tls/ca.crt"
+    "reload_interval_seconds" (int .Values.grpcTls.reloadIntervalSeconds)))
 -}}
+{{- $_ := required "grpcTls.nodeSecret is required: the node reaches the workers over mutual TLS only" .Values.grpcTls.nodeSecret -}}
 {{- if .Values.node.dicomTls.enabled -}}
 {{- $_ := set $managed.dicom "tls" (dict
   "port" (int .Values.node.ports.dicomTls)
@@ -113,9 +118,19 @@ written over it, so that the Services and the process cannot disagree.
 {{- define "secondread.workerConfig" -}}
 {{- $managed := dict
   "grpc" (dict "listen" (printf "0.0.0.0:%d" (int .Values.worker.ports.grpc)))
+  "tls" (dict
+    "certificate" "/etc/secondread/grpc-tls/tls.crt"
+    "private_key" "/etc/secondread/grpc-tls/tls.key"
+    "ca" "/etc/secondread/grpc-tls/ca.crt"
+    "allowed_clients" .Values.grpcTls.allowedClients
+    "reload_interval_seconds" (int .Values.grpcTls.reloadIntervalSeconds))
   "http" (dict "bind" "0.0.0.0" "port" (int .Values.worker.ports.http))
   "models" (dict "repository" .Values.worker.models.repository)
 -}}
+{{- $_ := required "grpcTls.workerSecret is required: the workers listen beyond loopback, which needs mutual TLS" .Values.grpcTls.workerSecret -}}
+{{- if not .Values.grpcTls.allowedClients -}}
+{{- fail "grpcTls.allowedClients must name the node's certificate" -}}
+{{- end -}}
 {{- $config := mustMergeOverwrite (deepCopy .Values.worker.config) $managed -}}
 # secondread-worker configuration (docs/configuration.md, "The inference worker"), rendered by the chart.
 {{ toYaml $config }}

@@ -4,10 +4,17 @@
 //   list TARGET MODEL STATE            ListModels shows MODEL in STATE (READY/UNAVAILABLE)
 //   load TARGET MODEL CLIENTS REQUESTS IMAGES   concurrent Infer calls all succeed
 //   errors TARGET MODEL                bad requests get the documented codes
+// With WORKER_PROBE_CA set it speaks TLS with gRPC's own SSL credentials
+// (not the node's code): the CA bundle from that file, a client certificate
+// from WORKER_PROBE_CERT and WORKER_PROBE_KEY when set, and the name the
+// worker's certificate must carry from WORKER_PROBE_NAME.
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
+#include <cstdlib>
+#include <fstream>
 #include <iostream>
+#include <sstream>
 #include <random>
 #include <thread>
 
@@ -18,11 +25,31 @@ namespace v1 = secondread::inference::v1;
 
 namespace {
 
+std::string Slurp(const char* env) {
+  const char* path = std::getenv(env);
+  if (path == nullptr || *path == '\0') return "";
+  std::ifstream in(path);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
 std::shared_ptr<grpc::Channel> Channel(const std::string& target) {
   grpc::ChannelArguments args;
   args.SetMaxSendMessageSize(256 << 20);
   args.SetMaxReceiveMessageSize(256 << 20);
-  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
+  if (const std::string ca = Slurp("WORKER_PROBE_CA"); !ca.empty()) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = ca;
+    ssl.pem_cert_chain = Slurp("WORKER_PROBE_CERT");
+    ssl.pem_private_key = Slurp("WORKER_PROBE_KEY");
+    creds = grpc::SslCredentials(ssl);
+    if (const char* name = std::getenv("WORKER_PROBE_NAME"); name != nullptr && *name != '\0') {
+      args.SetSslTargetNameOverride(name);
+    }
+  }
+  return grpc::CreateCustomChannel(target, creds, args);
 }
 
 v1::Image RandomImage(std::mt19937& rng, uint32_t rows, uint32_t cols) {
