@@ -1,0 +1,2 @@
+-- Placeholder: version 13 is the API tokens migration, which replaces this file.
+SELECT 1;
