@@ -33,15 +33,29 @@ with open(sys.argv[2], "ab", buffering=0) as out:
 PY
 UDP_PID=$!
 
-results_up --audit-udp "127.0.0.1:$UDP_PORT" \
+# Radiographs (CR) are read one by one; a DX study as a whole, again when
+# it grows.
+cat >"$WORK/routing.yaml" <<'YAML'
+routing:
+  rules:
+    - name: chest-radiographs
+      match: {modalities: [CR], body_parts: [CHEST]}
+      models: [{name: synthetic-nodule-demo}]
+      completeness: {trigger: instance}
+    - name: dx-studies
+      match: {modalities: [DX]}
+      models: [{name: synthetic-nodule-demo}]
+      completeness: {trigger: association, silence_seconds: 30, expected_count: false, late_instances: reread}
+YAML
+results_up --routing "$WORK/routing.yaml" --audit-udp "127.0.0.1:$UDP_PORT" \
   --set retention.enabled=true --set retention.source_grace_seconds=3 --set retention.result_seconds=6 \
   --set retention.interval_seconds=1 \
   --set export.max_attempts=100 --set queue.backoff_base_ms=500 --set queue.backoff_max_ms=1000
 
 # Generates study N of IMAGES chest radiographs into $WORK/sN and prints its
 # Study Instance UID.
-gen() {  # n images
-  $PY "$IT_REPO/tools/gen_study.py" "$WORK/s$1" --studies 1 --images-per-study "$2" --lesion yes --modality CR \
+gen() {  # n images [modality]
+  $PY "$IT_REPO/tools/gen_study.py" "$WORK/s$1" --studies 1 --images-per-study "$2" --lesion yes --modality "${3:-CR}" \
     --seed $((200 + $1)) >/dev/null
   $PY -c "import json,sys; print(json.load(open(sys.argv[1]))['studies'][0]['study_uid'])" "$WORK/s$1/manifest.json"
 }
@@ -161,4 +175,20 @@ for i in 1 2 3 4 5 6; do
 done
 [ "$(sql "SELECT count(*) FROM reads WHERE state = 'failed'")" = 0 ] || fail "a read failed: $(sql "SELECT error FROM reads WHERE state = 'failed'")"
 pass "late instances sent around their study's purge (purged first in $before of 6, not yet in $after): each kept its file and row and was read and exported"
+
+# 4. A study-level rule that rereads a grown study: the late image of a
+# purged study is read in a new generation, which records the purged image
+# as left out rather than fail on its missing file.
+D=$(gen 30 2 DX)
+send "$WORK"/s30/study-*/img-1.dcm >/dev/null 2>&1 || fail "storescu DX study"
+wait_sql "SELECT count(*) $(exports_of "$D") AND e.state = 'sent'" 1 120
+wait_sql "SELECT count(*) $(of_study "$D") AND i.purged_at IS NOT NULL" 1 60
+send "$WORK"/s30/study-*/img-2.dcm >/dev/null 2>&1 || fail "storescu DX late image"
+wait_sql "SELECT state FROM reads WHERE study_ref = $(study_ref "$D") AND generation = 2" done 120
+[ "$(sql "SELECT images_read FROM reads WHERE study_ref = $(study_ref "$D") AND generation = 2")" = 1 ] ||
+  fail "the second generation did not read the late image alone"
+[ "$(sql "SELECT string_agg(reason, ',') FROM read_skipped_instances s JOIN reads r ON r.id = s.read_ref WHERE r.study_ref = $(study_ref "$D") AND r.generation = 2")" = purged ] ||
+  fail "the second generation does not record the purged image"
+wait_sql "SELECT count(*) $(exports_of "$D") AND e.state = 'sent'" 2 120
+pass "a late image of a purged DX study is reread as generation 2 of the study: the late image read, the purged one recorded as left out, the result exported"
 finish
