@@ -144,6 +144,7 @@ absl::StatusOr<RetentionRun> Retention::RunOnce() {
     ASSIGN_OR_RETURN(std::optional<PurgedStudy> purged, store_.PurgeStudy(study_ref, options_.source_grace));
     if (!purged) continue;  // something arrived or was queued since the listing
     Audit(*purged, "retention: source instances purged");
+    if (after_commit_) after_commit_(*purged);
     RetentionRun one;
     std::vector<std::string> names;
     for (const auto& f : purged->files) names.push_back(f.name);

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -59,6 +60,8 @@ class Retention {
 
   // One pass; what the thread runs. For tests.
   absl::StatusOr<RetentionRun> RunOnce();
+  // For tests: called after a study's purge committed, before its unlinks.
+  void SetAfterCommitForTest(std::function<void(const PurgedStudy&)> hook) { after_commit_ = std::move(hook); }
 
  private:
   void Loop();
@@ -75,6 +78,7 @@ class Retention {
   std::unique_ptr<ResultFiles> results_;
   audit::AuditSink* audit_;
   std::vector<std::string> unlink_later_;
+  std::function<void(const PurgedStudy&)> after_commit_;
 
   prometheus::Family<metrics::Counter>* purged_ = nullptr;
   prometheus::Family<metrics::Counter>* purged_bytes_ = nullptr;

@@ -17,7 +17,9 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <pqxx/pqxx>
+#include <thread>
 
 #include "worklist/db/registry.h"
 
@@ -67,8 +69,8 @@ class RetentionTest : public ::testing::Test {
     return uid_prefix_ + std::to_string(study) + (instance ? "." + std::to_string(instance) : "");
   }
 
-  // Registers (as the receiver does, with the file written first) instance
-  // `instance` of study `study`.
+  // Registers instance `instance` of study `study` as the receiver does:
+  // under its spool name's lock, the file first, then the registry.
   void Receive(int study, int instance, size_t bytes = 1000) {
     scp::ReceivedInstance in;
     auto& r = in.record;
@@ -83,7 +85,10 @@ class RetentionTest : public ::testing::Test {
     in.association = {"assoc-" + tag_, "PACS", "SECONDREAD", "127.0.0.1"};
     in.spool_name = scp::Spool::NameForSopInstanceUid(r.sop_instance_uid);
     in.size_bytes = bytes;
-    std::ofstream(spool_->PathFor(in.spool_name)) << std::string(bytes, 'x');
+    scp::SpoolNameLock lock = spool_->LockName(in.spool_name);
+    const std::string path = spool_->PathFor(in.spool_name);
+    std::ofstream(path + ".new") << std::string(bytes, 'x');
+    ASSERT_EQ(::rename((path + ".new").c_str(), path.c_str()), 0);
     ASSERT_TRUE(registry_->Accept(in).ok());
   }
 
@@ -316,6 +321,63 @@ TEST_F(RetentionTest, ReceivedAgainAfterThePurgeRevivesTheRow) {
   unregistered = registry_->Unregistered({scp::Spool::NameForSopInstanceUid(Uid(40, 2))});
   ASSERT_TRUE(unregistered.ok());
   EXPECT_EQ(unregistered->size(), 1u);
+}
+
+TEST_F(RetentionTest, ACopyReceivedBetweenTheCommitAndTheUnlinkIsKept) {
+  int64_t study = Study(45, 2);
+  Retention retention(Options(), db_, spool_.get(), nullptr, nullptr);
+  int hooked = 0;
+  retention.SetAfterCommitForTest([&](const PurgedStudy& p) {
+    if (p.study_ref != study) return;
+    ++hooked;
+    EXPECT_EQ(Purged(study), 2);
+    Receive(45, 1, 1500);  // the sender re-sends instance 1 now
+  });
+  auto run = retention.RunOnce();
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(hooked, 1);
+  EXPECT_EQ(run->instances, 1);
+  EXPECT_EQ(run->instances_kept, 1);
+  EXPECT_TRUE(FileExists(45, 1));
+  EXPECT_FALSE(FileExists(45, 2));
+  struct stat st {};
+  ASSERT_EQ(::stat(spool_->PathFor(scp::Spool::NameForSopInstanceUid(Uid(45, 1))).c_str(), &st), 0);
+  EXPECT_EQ(st.st_size, 1500) << "the new copy, not the purged one";
+  EXPECT_EQ(Sql("SELECT purged_at IS NULL FROM instances WHERE sop_instance_uid = '" + Uid(45, 1) + "'"), "t");
+}
+
+// A purge and a sender racing on one study, many times: whatever the
+// order, every row without purged_at has its file, and every file removed
+// belongs to a row that is still a tombstone.
+TEST_F(RetentionTest, PurgeRacingLateAndResentInstancesLosesNothing) {
+  Retention retention(Options(), db_, spool_.get(), nullptr, nullptr);
+  int purged_first = 0, received_first = 0;
+  for (int round = 0; round < 40; ++round) {
+    const int s = 100 + round;
+    int64_t study = Study(s, 1);
+    std::atomic<bool> go{false};
+    std::thread sender([&] {
+      while (!go.load()) std::this_thread::yield();
+      if (round % 4) usleep(static_cast<useconds_t>((round % 7) * 700));
+      Receive(s, 2);        // a late instance
+      Receive(s, 1, 1200);  // and the first one again
+    });
+    go = true;
+    auto run = retention.RunOnce();
+    sender.join();
+    ASSERT_TRUE(run.ok()) << run.status();
+    if (run->studies > 0) ++purged_first; else ++received_first;
+    pqxx::nontransaction tx(*conn_);
+    for (const auto& row : tx.exec("SELECT i.spool_name, i.purged_at IS NOT NULL, i.sop_instance_uid FROM instances i "
+                                   "JOIN series se ON se.id = i.series_ref WHERE se.study_ref = " +
+                                   std::to_string(study))) {
+      const bool present = ::access(spool_->PathFor(row[0].as<std::string>()).c_str(), F_OK) == 0;
+      EXPECT_EQ(present, !row[1].as<bool>()) << "round " << round << " " << row[2].as<std::string>();
+    }
+  }
+  std::cout << "purge before the sender's instances in " << purged_first << " rounds, after in " << received_first
+            << "\n";
+  EXPECT_GT(purged_first + received_first, 0);
 }
 
 TEST_F(RetentionTest, ResultFilesGoOnlyAfterDeliveryAndTheirAge) {
