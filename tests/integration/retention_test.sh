@@ -13,7 +13,10 @@
 #   is purged once Orthanc is back and the export is sent;
 # - a late instance of a study sent around the time its purge runs (several
 #   times, at different offsets) keeps its file and row, and is read and
-#   exported.
+#   exported;
+# - under a study-level rule that rereads a grown study, the late image of a
+#   purged study is read as generation 2, which lists the purged image as
+#   left out.
 source "$(dirname "$0")/lib/common.sh"
 source "$(dirname "$0")/lib/orthanc.sh"
 source "$(dirname "$0")/lib/results.sh"
