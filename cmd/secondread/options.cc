@@ -405,6 +405,36 @@ absl::Status ParseAudit(config::ConfigTree& t, NodeOptions& o) {
   return absl::OkStatus();
 }
 
+// retention.*: off unless the hospital turns it on, since it deletes
+// patient data. Hours and days for operators; the *_seconds forms, which
+// win when set, for tests.
+absl::Status ParseRetention(config::ConfigTree& t, NodeOptions& o) {
+  worklist::RetentionOptions& r = o.retention;
+  ASSIGN_OR_RETURN(r.enabled, t.Bool("retention.enabled", r.enabled));
+  constexpr int64_t kTenYears = 10 * 366 * 86400LL;
+  ASSIGN_OR_RETURN(int64_t grace_h, t.Int("retention.source_grace_hours", r.source_grace.count() / 3600, 0,
+                                          kTenYears / 3600));
+  r.source_grace = std::chrono::hours(grace_h);
+  if (t.Has("retention.source_grace_seconds")) {
+    ASSIGN_OR_RETURN(int64_t grace_s, t.Int("retention.source_grace_seconds", 0, 0, kTenYears));
+    r.source_grace = std::chrono::seconds(grace_s);
+  }
+  ASSIGN_OR_RETURN(int64_t days, t.Int("retention.result_days", r.result_age.count() / 86400, 0, kTenYears / 86400));
+  r.result_age = std::chrono::hours(24 * days);
+  if (t.Has("retention.result_seconds")) {
+    ASSIGN_OR_RETURN(int64_t age_s, t.Int("retention.result_seconds", 0, 0, kTenYears));
+    r.result_age = std::chrono::seconds(age_s);
+  }
+  ASSIGN_OR_RETURN(int64_t interval, t.Int("retention.interval_seconds", r.interval.count(), 1, 7 * 86400));
+  r.interval = std::chrono::seconds(interval);
+  ASSIGN_OR_RETURN(int64_t batch, t.Int("retention.batch", r.batch, 1, 100000));
+  r.batch = static_cast<int>(batch);
+  // Each replica removes only the files it holds.
+  if (o.cluster.enabled) r.node_id = o.cluster.node_id;
+  if (r.enabled && o.spool.dir.empty()) return absl::InvalidArgumentError("retention needs storage.spool_dir");
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<NodeOptions> ParseNodeOptions(config::ConfigTree& t) {
@@ -522,6 +552,7 @@ absl::StatusOr<NodeOptions> ParseNodeOptions(config::ConfigTree& t) {
     o.spool.dir = o.cluster.shared_spool_root + "/" + o.cluster.node_id;
   }
   RETURN_IF_ERROR(ParseAudit(t, o));
+  RETURN_IF_ERROR(ParseRetention(t, o));
   char host[256] = {0};
   gethostname(host, sizeof host - 1);
   o.pipeline.dispatch.node_id = std::string(host) + ":" + std::to_string(getpid());

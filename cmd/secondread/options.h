@@ -13,6 +13,7 @@
 #include "worklist/db/pg_pool.h"
 #include "worklist/review/api.h"
 #include "worklist/pipeline/pipeline.h"
+#include "worklist/retention/retention.h"
 
 namespace secondread {
 
@@ -30,6 +31,7 @@ struct NodeOptions {
   worklist::ApiOptions api;
   worklist::ClusterOptions cluster;
   audit::AuditOptions audit;
+  worklist::RetentionOptions retention;
 };
 
 absl::StatusOr<NodeOptions> ParseNodeOptions(config::ConfigTree& tree);

@@ -102,6 +102,14 @@ absl::Status Serve(const NodeOptions& options) {
   ASSIGN_OR_RETURN(auto pipeline, worklist::Pipeline::Start(options.pipeline, options.database, spool.get(), metrics,
                                                             cluster.get(), audit));
 
+  // Retention starts after the pipeline: its first run may purge at once.
+  std::unique_ptr<worklist::Retention> retention;
+  if (options.retention.enabled) {
+    retention = std::make_unique<worklist::Retention>(options.retention, options.database, spool.get(), &metrics,
+                                                      audit);
+    retention->Start();
+  }
+
   ASSIGN_OR_RETURN(auto http, OpsHttpServer::Start(options.http, &metrics, [&]() -> absl::Status {
                      RETURN_IF_ERROR(registry.Ping());
                      return spool->CheckWritable();
@@ -183,6 +191,7 @@ absl::Status Serve(const NodeOptions& options) {
   }
   if (api) api->Stop();
   gauges.Stop();
+  if (retention) retention->Stop();
   pipeline->Stop();
   rescanner.Stop();
   if (cluster) cluster->Stop();

@@ -26,7 +26,9 @@ SELECT i.id, i.sop_instance_uid, i.sop_class_uid, se.series_instance_uid, i.spoo
 FROM read_instances ri
 JOIN instances i ON i.id = ri.instance_ref
 JOIN series se ON se.id = i.series_ref
-WHERE ri.read_ref = $1
+-- A purged instance has no file; retention never purges a study with a read
+-- to do, so this only keeps a read from a tombstone.
+WHERE ri.read_ref = $1 AND i.purged_at IS NULL
 ORDER BY se.series_number NULLS LAST, se.id, i.instance_number NULLS LAST, i.id
 )SQL";
 

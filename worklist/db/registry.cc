@@ -66,6 +66,8 @@ ON CONFLICT ON CONSTRAINT instances_uid_key
                 orientation = EXCLUDED.orientation, slice_thickness_mm = EXCLUDED.slice_thickness_mm,
                 -- The replica that received it last holds the copy the row describes.
                 holder = EXCLUDED.holder, received_at = now(),
+                -- A re-sent instance whose file retention purged has its file again.
+                purged_at = NULL,
                 receive_count = instances.receive_count + 1
 RETURNING id
 )SQL";
@@ -79,9 +81,15 @@ ON CONFLICT ON CONSTRAINT associations_uid_key
                 instances_refused = EXCLUDED.instances_refused, bytes_received = EXCLUDED.bytes_received
 )SQL";
 
+// A file whose row is a tombstone (retention marked it purged, and a crash
+// came before the unlink, or a re-sent copy whose registration did not
+// commit) counts as unregistered: the rescan registers it again, which
+// revives the row, rather than keep a file the registry says is gone or
+// remove one a sender may have been told is stored. A revived study is
+// purged again once it is eligible.
 constexpr char kUnregistered[] = R"SQL(
 SELECT n FROM unnest($1::text[]) AS n
-WHERE NOT EXISTS (SELECT 1 FROM instances i WHERE i.spool_name = n)
+WHERE NOT EXISTS (SELECT 1 FROM instances i WHERE i.spool_name = n AND i.purged_at IS NULL)
 )SQL";
 
 // Clamps values that the DICOM dataset may hold out of integer range.

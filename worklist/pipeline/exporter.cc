@@ -19,7 +19,7 @@ WHERE e.id = $1
 )SQL";
 
 constexpr char kLoadObjects[] = R"SQL(
-SELECT file_name, COALESCE(holder, ''), sop_class_uid FROM result_objects WHERE read_ref = $1 ORDER BY CASE kind WHEN 'seg' THEN 0 WHEN 'sr' THEN 1 ELSE 2 END, id
+SELECT file_name, COALESCE(holder, ''), sop_class_uid, purged_at IS NOT NULL FROM result_objects WHERE read_ref = $1 ORDER BY CASE kind WHEN 'seg' THEN 0 WHEN 'sr' THEN 1 ELSE 2 END, id
 )SQL";
 
 constexpr char kSent[] = R"SQL(
@@ -69,6 +69,7 @@ void Exporter::Process(Lease& lease) {
   std::vector<std::pair<std::string, std::string>> files;  // name, holder
   audit::StudyRef study;
   bool found = false;
+  bool purged = false;
   absl::Status st = pool_->Run([&](pqxx::connection_base& c) {
     pqxx::work tx(c);
     auto r = tx.exec_params(kLoadExport, export_id);
@@ -85,7 +86,9 @@ void Exporter::Process(Lease& lease) {
     study.patient_id = r[0][7].as<std::string>();
     study.patient_name = r[0][8].as<std::string>();
     files.clear();
+    purged = false;
     for (const auto& row : tx.exec_params(kLoadObjects, read_id)) {
+      purged = purged || row[3].as<bool>();
       files.emplace_back(row[0].as<std::string>(), row[1].as<std::string>());
       ++study.sop_classes[row[2].as<std::string>()];
     }
@@ -130,6 +133,9 @@ void Exporter::Process(Lease& lease) {
     return fail(absl::FailedPreconditionError("destination " + destination + " is not configured"), true);
   }
   if (files.empty()) return fail(absl::FailedPreconditionError("the read has no result objects"), true);
+  // Retention purges result files only after their exports ended, so this is
+  // an export found again later (say, restored from a backup): nothing to send.
+  if (purged) return fail(absl::FailedPreconditionError("the read's result files were purged"), true);
   // Result files another node replica wrote are fetched from it.
   std::vector<std::string> paths;
   std::unique_ptr<StagingDir> staging;

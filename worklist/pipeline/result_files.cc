@@ -32,6 +32,22 @@ std::string ResultFiles::PathFor(const std::string& file_name) const { return di
 
 void ResultFiles::Remove(const std::string& file_name) const { ::unlink(PathFor(file_name).c_str()); }
 
+absl::StatusOr<uint64_t> ResultFiles::Purge(const std::string& file_name) const {
+  const std::string path = PathFor(file_name);
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return 0;
+    return Errno("stat result file");
+  }
+  if (::unlink(path.c_str()) != 0) {
+    if (errno == ENOENT) return 0;
+    return Errno("unlink result file");
+  }
+  return static_cast<uint64_t>(st.st_size);
+}
+
+absl::Status ResultFiles::SyncDirectory() const { return FsyncDir(dir_); }
+
 absl::StatusOr<std::string> ResultFiles::Write(const std::string& key, const std::string& bytes) const {
   std::string name = Sha256Hex(key);
   std::random_device rd;

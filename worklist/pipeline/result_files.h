@@ -22,6 +22,11 @@ class ResultFiles {
   std::string PathFor(const std::string& file_name) const;
   // Best effort: a file nothing refers to (a commit that did not happen).
   void Remove(const std::string& file_name) const;
+  // Retention: removes the file of a row marked purged and returns the bytes
+  // it held (0 when it was gone already). The caller fsyncs the directory
+  // once for a batch (SyncDirectory).
+  absl::StatusOr<uint64_t> Purge(const std::string& file_name) const;
+  absl::Status SyncDirectory() const;
 
  private:
   explicit ResultFiles(std::string dir) : dir_(std::move(dir)) {}

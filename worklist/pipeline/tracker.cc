@@ -15,9 +15,6 @@ namespace {
 
 using Clock = std::chrono::system_clock;
 
-// Any constant shared by every node of one database.
-constexpr int64_t kTrackerLockKey = 0x5ec0d7ac;
-
 constexpr char kIntakeBatch[] = R"SQL(
 SELECT it.id, it.kind, COALESCE(it.association_ref, 0),
        COALESCE(i.id, 0), COALESCE(i.sop_class_uid, ''), COALESCE(i.image_type, ''),
@@ -122,17 +119,22 @@ ON CONFLICT ON CONSTRAINT reads_key DO NOTHING
 RETURNING id
 )SQL";
 
+// An image whose file retention purged (a re-read of a study that grew
+// after its purge) cannot be read again.
 constexpr char kReadInstancesFromCandidate[] = R"SQL(
 INSERT INTO read_instances (read_ref, instance_ref)
-SELECT $1, instance_ref FROM candidate_instances WHERE candidate_ref = $2 AND skip_reason IS NULL
+SELECT $1, ci.instance_ref FROM candidate_instances ci JOIN instances i ON i.id = ci.instance_ref
+WHERE ci.candidate_ref = $2 AND ci.skip_reason IS NULL AND i.purged_at IS NULL
 ON CONFLICT DO NOTHING
 )SQL";
 
-// The images the rule leaves out are the read's record of what it did not
-// send, and why.
+// The images the rule leaves out, and those purged, are the read's record of
+// what it did not send, and why.
 constexpr char kSkippedFromCandidate[] = R"SQL(
 INSERT INTO read_skipped_instances (read_ref, instance_ref, reason)
-SELECT $1, instance_ref, skip_reason FROM candidate_instances WHERE candidate_ref = $2 AND skip_reason IS NOT NULL
+SELECT $1, ci.instance_ref, COALESCE(ci.skip_reason, 'purged')
+FROM candidate_instances ci JOIN instances i ON i.id = ci.instance_ref
+WHERE ci.candidate_ref = $2 AND (ci.skip_reason IS NOT NULL OR i.purged_at IS NOT NULL)
 ON CONFLICT DO NOTHING
 RETURNING reason
 )SQL";
@@ -158,7 +160,7 @@ SELECT se.id, se.series_instance_uid, count(*), sum(GREATEST(COALESCE(i.number_o
 FROM candidate_instances ci
 JOIN instances i ON i.id = ci.instance_ref
 JOIN series se ON se.id = i.series_ref
-WHERE ci.candidate_ref = $1 AND ci.skip_reason IS NULL
+WHERE ci.candidate_ref = $1 AND ci.skip_reason IS NULL AND i.purged_at IS NULL
 GROUP BY se.id, se.series_instance_uid, se.series_number
 ORDER BY se.series_number NULLS LAST, se.id
 )SQL";
@@ -176,7 +178,7 @@ RETURNING id
 constexpr char kVolumeReadInstances[] = R"SQL(
 INSERT INTO read_instances (read_ref, instance_ref)
 SELECT $1, ci.instance_ref FROM candidate_instances ci JOIN instances i ON i.id = ci.instance_ref
-WHERE ci.candidate_ref = $2 AND i.series_ref = $3 AND ci.skip_reason IS NULL
+WHERE ci.candidate_ref = $2 AND i.series_ref = $3 AND ci.skip_reason IS NULL AND i.purged_at IS NULL
 ON CONFLICT DO NOTHING
 )SQL";
 

@@ -17,6 +17,12 @@
 
 namespace secondread::worklist {
 
+// Held by each tracker cycle (pg_try_advisory_xact_lock), and by a retention
+// purge (worklist/retention/retention.h) so that no cycle creates a read of
+// a study while its files are being marked purged. Any constant shared by
+// every node of one database.
+inline constexpr int64_t kTrackerLockKey = 0x5ec0d7ac;
+
 struct TrackerOptions {
   std::vector<RoutingRule> rules;
   int intake_batch = 500;

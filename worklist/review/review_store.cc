@@ -99,7 +99,8 @@ ORDER BY f.read_ref, f.score DESC, f.id
 )SQL";
 
 constexpr char kStudyResults[] = R"SQL(
-SELECT ro.read_ref, ro.id, ro.kind, ro.sop_instance_uid
+SELECT ro.read_ref, ro.id, ro.kind, ro.sop_instance_uid,
+       to_char(ro.purged_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
 FROM result_objects ro JOIN reads r ON r.id = ro.read_ref
 WHERE r.study_ref = $1
 ORDER BY ro.read_ref, (ro.kind = 'sc') DESC, ro.id DESC
@@ -135,7 +136,7 @@ constexpr char kScFile[] = R"SQL(
 SELECT ro.file_name, ro.sop_class_uid, st.study_instance_uid, st.accession_number, p.patient_id, p.patient_name
 FROM result_objects ro JOIN reads r ON r.id = ro.read_ref
 JOIN studies st ON st.id = r.study_ref JOIN patients p ON p.id = st.patient_ref
-WHERE ro.id = $2 AND r.study_ref = $1 AND ro.kind = 'sc'
+WHERE ro.id = $2 AND r.study_ref = $1 AND ro.kind = 'sc' AND ro.purged_at IS NULL
 )SQL";
 
 constexpr char kFindingOfStudy[] = R"SQL(
@@ -465,7 +466,9 @@ absl::StatusOr<json> ReviewStore::Study(int64_t study_id, const Actor& actor) {
       int64_t result_id = ro[1].as<int64_t>();
       std::string kind = ro[2].as<std::string>();
       json item{{"result_id", result_id}, {"kind", kind}, {"sop_instance_uid", ro[3].as<std::string>()}};
-      if (kind == "sc") {
+      // Retention removed the file: the object is in the PACS, not here.
+      if (!ro[4].is_null()) item["purged_at"] = ro[4].as<std::string>();
+      if (kind == "sc" && ro[4].is_null()) {
         item["image_url"] =
             "/api/v1/studies/" + std::to_string(study_id) + "/images/" + std::to_string(result_id) + ".png";
       }
