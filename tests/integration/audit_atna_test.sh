@@ -256,10 +256,24 @@ received=$(grep -c . "$TLS_LOG")
 pass "repository back: all $received messages recorded arrived, each once"
 
 # Stop, and the UDP transport: the node restarts sending over UDP.
-node_restart --set audit.transport=udp --set "audit.repository=127.0.0.1:$UDP_PORT"
+# It restarts with retention on, a 2 s grace: the finished studies' instances
+# are purged, each with a DICOM Study Deleted (110105, D) message.
+node_restart --set audit.transport=udp --set "audit.repository=127.0.0.1:$UDP_PORT" \
+  --set retention.enabled=true --set retention.source_grace_seconds=2 --set retention.interval_seconds=1
 wait_event "$TLS_LOG" '^110100 110121 E 0$' 20 "application stop"
 wait_event "$ARR/udp.log" '^110100 110120 E 0$' 20 "application start over UDP"
 pass "application stop over TLS; after the restart, application start over UDP (RFC 5426)"
+wait_event "$ARR/udp.log" '^110105 - D 0$' 60 "the study deleted by retention"
+$PY - "$ARR/udp.log" "$(sql "SELECT study_instance_uid FROM studies st WHERE EXISTS (SELECT 1 FROM series se JOIN instances i ON i.series_ref = se.id WHERE se.study_ref = st.id AND i.purged_at IS NOT NULL) LIMIT 1")" <<'PY' || fail "the 110105 message does not name the purged study and its patient"
+import sys, xml.etree.ElementTree as ET
+msgs = [ET.fromstring(l.split("\ufeff", 1)[1]) for l in open(sys.argv[1], encoding="utf-8") if "\ufeff" in l]
+got = [m for m in msgs if m.find("EventIdentification/EventID").get("csd-code") == "110105"]
+assert got, "no 110105"
+ids = {o.get("ParticipantObjectID") for m in got for o in m.findall("ParticipantObjectIdentification")}
+assert sys.argv[2] in ids, (sys.argv[2], ids)
+assert any(o.get("ParticipantObjectTypeCodeRole") == "1" for m in got for o in m.findall("ParticipantObjectIdentification"))
+PY
+pass "retention: a DICOM Study Deleted (110105, D) per purged study, naming the study and its patient, at the repository"
 
 # Every message against the DICOM audit message schema.
 trang "$IT_REPO/audit/schema/dicom-audit-message.rnc" "$WORK/audit.rng"
@@ -278,7 +292,8 @@ count=$(ls "$WORK/xml" | wc -l)
 xmllint --noout --relaxng "$WORK/audit.rng" "$WORK"/xml/*.xml 2>"$WORK/xmllint.out" ||
   { grep -v ' validates$' "$WORK/xmllint.out" | head -n 20 >&2; fail "audit messages do not validate"; }
 codes=$(events "$TLS_LOG" | awk '{ print $1 }' | sort -u | tr '\n' ' ')
-for code in 110100 110102 110103 110104 110110 110112 110113 110114; do
+codes="$codes $(events "$ARR/udp.log" | awk '{ print $1 }' | sort -u | tr '\n' ' ')"
+for code in 110100 110102 110103 110104 110105 110110 110112 110113 110114; do
   grep -qw "$code" <<<"$codes" || fail "no $code message at all (saw: $codes)"
 done
 pass "all $count messages validate against the DICOM audit message schema (events: $codes)"
