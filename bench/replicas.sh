@@ -35,6 +35,7 @@ TTR_SIZE=${BENCH_TTR_SIZE:-256}
 TTR_REPEATS=${BENCH_TTR_REPEATS:-2}
 source "$REPO/tests/integration/lib/common.sh"
 source "$REPO/tests/integration/lib/results.sh"
+source "$REPO/tests/integration/lib/cluster.sh"
 TEST_NAME=replicas_bench
 it_setup "$(mktemp -d "${TMPDIR:-/tmp}/secondread-replicas.XXXXXX")"
 it_also_on_exit '[ -f "$WORK/nodeb/secondread.pid" ] && kill -TERM "$(cat "$WORK/nodeb/secondread.pid")" 2>/dev/null;
@@ -51,21 +52,7 @@ mkdir -p "$WORK/pacs"
 storescp --fork -aet PACS -od "$WORK/pacs" --ignore "$PACS_PORT" >"$WORK/storescp.log" 2>&1 &
 SCP_PID=$!
 
-CA="$WORK/cluster-tls"
-mkdir -p "$CA"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench-ca \
-  -keyout "$CA/ca.key" -out "$CA/ca.pem" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
-  -keyout "$CA/node.key" -out "$CA/node.csr" 2>/dev/null
-openssl x509 -req -in "$CA/node.csr" -CA "$CA/ca.pem" -CAkey "$CA/ca.key" -CAcreateserial -days 2 \
-  -extfile <(printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n') -out "$CA/node.pem" 2>/dev/null
-(umask 077; $PY -c 'import secrets; print(secrets.token_urlsafe(32))' >"$CA/token")
-cluster_sets() {  # node-id port
-  echo --set cluster.enabled=true --set "cluster.node_id=$1" --set "cluster.port=$2" --set cluster.bind=127.0.0.1 \
-    --set "cluster.advertise_url=https://127.0.0.1:$2" --set "cluster.token_file=$CA/token" \
-    --set "cluster.tls.cert_file=$CA/node.pem" --set "cluster.tls.key_file=$CA/node.key" \
-    --set "cluster.tls.ca_file=$CA/ca.pem"
-}
+cluster_secrets "$WORK/cluster-tls"
 cat >"$WORK/routing.yaml" <<'YAML'
 routing:
   rules:
@@ -82,22 +69,8 @@ node_up --no-worker --pacs "PACS@127.0.0.1:$PACS_PORT" --routing "$WORK/routing.
   --set "inference.endpoints=[$SECONDREAD_WORKER_ADDR]" --set dicom.max_associations=32 \
   $(cluster_sets node-a "$PORT_A")
 DICOM_A=$SECONDREAD_DICOM_PORT
-NODEB="$WORK/nodeb"
-mkdir -p "$NODEB/log"
-PORT_B=$(free_port) DICOM_B=$(free_port) HTTP_B=$(free_port) API_B=$(free_port)
-start_b() {
-  # shellcheck disable=SC2046
-  "$SECONDREAD_BIN" serve --config "$SECONDREAD_CONFIG" --set "dicom.port=$DICOM_B" --set "http.port=$HTTP_B" \
-    --set "api.port=$API_B" --set "inference.endpoints=[$SECONDREAD_WORKER_ADDR]" --set dicom.max_associations=32 \
-    --set "storage.spool_dir=$NODEB/spool" --set "log.file=$NODEB/log/secondread.log" \
-    $(cluster_sets node-b "$PORT_B") >>"$NODEB/log/stdout" 2>&1 </dev/null &
-  echo $! >"$NODEB/secondread.pid"
-  for _ in $(seq 1 300); do
-    echoscu -to 5 -aet STORESCU -aec SECONDREAD 127.0.0.1 "$DICOM_B" >/dev/null 2>&1 && return 0
-    sleep 0.2
-  done
-  fail "replica B did not start"
-}
+replica_b_ports
+start_b() { start_replica_b --set dicom.max_associations=32; }
 
 # A fresh seed per series (new UIDs: every instance takes the insert path);
 # gen runs in command substitutions, so no counter would survive.
@@ -174,10 +147,6 @@ start_b
 log "two replicas"
 run_ingest 2
 run_ttr 2
-fetched_at() {
-  curl -fsS "$1" | awk -v m='secondread_cluster_fetches_total{kind="instance",outcome="fetched"}' \
-    '$1 == m { print int($2); f = 1 } END { if (!f) print 0 }'
-}
 FETCHED_TOTAL=$(( $(fetched_at "http://127.0.0.1:$HTTP_B/metrics") + $(fetched_at "$SECONDREAD_METRICS_URL") ))
 
 CPU=$(lscpu | sed -n 's/^Model name: *//p' | head -1)

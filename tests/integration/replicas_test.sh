@@ -12,6 +12,7 @@
 source "$(dirname "$0")/lib/common.sh"
 source "$(dirname "$0")/lib/orthanc.sh"
 source "$(dirname "$0")/lib/results.sh"
+source "$(dirname "$0")/lib/cluster.sh"
 it_setup "$@"
 it_also_on_exit '[ -n "${ORTHANC_DIR:-}" ] && orthanc_stop "$ORTHANC_DIR";
   [ -f "$WORK/nodeb/secondread.pid" ] && kill -TERM "$(cat "$WORK/nodeb/secondread.pid")" 2>/dev/null;
@@ -22,16 +23,8 @@ threshold_volume_model "$REPO"
 threshold_volume_model "$REPO" mr-threshold-volume 600 0.01 MR
 worker_up --repo "$REPO" --set cpu.threads=1
 
-# A throwaway CA for the internal endpoints, and the cluster token.
-CA="$WORK/cluster-tls"
-mkdir -p "$CA"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=cluster-test-ca \
-  -keyout "$CA/ca.key" -out "$CA/ca.pem" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
-  -keyout "$CA/node.key" -out "$CA/node.csr" 2>/dev/null
-openssl x509 -req -in "$CA/node.csr" -CA "$CA/ca.pem" -CAkey "$CA/ca.key" -CAcreateserial -days 2 \
-  -extfile <(printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n') -out "$CA/node.pem" 2>/dev/null
-(umask 077; $PY -c 'import secrets; print(secrets.token_urlsafe(32))' >"$CA/token")
+cluster_secrets "$WORK/cluster-tls"
+CA=$CLUSTER_DIR
 
 cat >"$WORK/routing.yaml" <<'YAML'
 routing:
@@ -57,39 +50,14 @@ ORTHANC_DICOM=1
 ORTHANC_DICOM_PORT=$(free_port)
 export ORTHANC_DICOM ORTHANC_DICOM_PORT
 PORT_A=$(free_port)
-cluster_sets() {  # node-id port
-  echo --set cluster.enabled=true --set "cluster.node_id=$1" --set "cluster.port=$2" --set cluster.bind=127.0.0.1 \
-    --set "cluster.advertise_url=https://127.0.0.1:$2" --set "cluster.token_file=$CA/token" \
-    --set "cluster.tls.cert_file=$CA/node.pem" --set "cluster.tls.key_file=$CA/node.key" \
-    --set "cluster.tls.ca_file=$CA/ca.pem" --set cluster.heartbeat_seconds=1
-}
 # shellcheck disable=SC2046
 node_up --no-worker --pacs "ORTHANC@127.0.0.1:$ORTHANC_DICOM_PORT" --routing "$WORK/routing.yaml" \
   --set "inference.endpoints=[$SECONDREAD_WORKER_ADDR]" $(cluster_sets node-a "$PORT_A")
 DICOM_A=$SECONDREAD_DICOM_PORT
 
 # Replica B: the same configuration, its own ports, spool and log.
-NODEB="$WORK/nodeb"
-mkdir -p "$NODEB/log"
-PORT_B=$(free_port)
-DICOM_B=$(free_port)
-HTTP_B=$(free_port)
-API_B=$(free_port)
-start_b() {
-  # shellcheck disable=SC2046
-  "$SECONDREAD_BIN" serve --config "$SECONDREAD_CONFIG" --set "dicom.port=$DICOM_B" --set "http.port=$HTTP_B" \
-    --set "api.port=$API_B" --set "inference.endpoints=[$SECONDREAD_WORKER_ADDR]" \
-    --set "storage.spool_dir=$NODEB/spool" --set "log.file=$NODEB/log/secondread.log" \
-    $(cluster_sets node-b "$PORT_B") >>"$NODEB/log/stdout" 2>&1 </dev/null &
-  echo $! >"$NODEB/secondread.pid"
-  for _ in $(seq 1 300); do
-    echoscu -to 5 -aet STORESCU -aec SECONDREAD 127.0.0.1 "$DICOM_B" >/dev/null 2>&1 && return 0
-    sleep 0.2
-  done
-  tail -n 20 "$NODEB/log/stdout" "$NODEB/log/secondread.log" >&2
-  fail "replica B did not start"
-}
-start_b
+replica_b_ports
+start_replica_b
 restart_a() {
   # shellcheck disable=SC2046
   "$IT_REPO/scripts/dev-up" "$NODE" --node-only --no-worker --set "dicom.port=$DICOM_A" \
@@ -184,10 +152,6 @@ sleep 3  # a second (late) read would be created by now
   fail "expected exactly one read, done: $(sql "SELECT id, generation, state, error FROM reads")"
 [ "$(sql "SELECT count(*) FROM read_instances")" = 180 ] || fail "the read does not hold the 180 instances"
 wait_sql "SELECT count(*) FROM exports WHERE state = 'sent'" 1 120
-fetched_at() {  # metrics-url -> instances fetched from other replicas
-  curl -fsS "$1" | awk -v m='secondread_cluster_fetches_total{kind="instance",outcome="fetched"}' \
-    '$1 == m { print int($2); f = 1 } END { if (!f) print 0 }'
-}
 FETCHED=$(( $(fetched_at "http://127.0.0.1:$HTTP_B/metrics") + $(fetched_at "$SECONDREAD_METRICS_URL") ))
 [ "$FETCHED" -eq 15 ] || [ "$FETCHED" -eq 165 ] ||
   fail "the reading replica should have fetched the other's instances (15 or 165), fetched $FETCHED"
