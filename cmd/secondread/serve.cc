@@ -124,9 +124,12 @@ absl::Status Serve(const NodeOptions& options) {
     log::Warn("audit_log_unprotected", {{"login_can", std::string(audit.message())},
                                         {"hint", "see \"The audit log's owner\" in docs/configuration.md"}});
   }
-  // Migration 0013 adds these; a login that could not act for audit_log's
-  // owner then left them out, and sign-in attempts cannot be audited.
-  auto missing = review_store.MissingAuditActions({"sign_in", "issue_token", "revoke_token", "view_tokens"});
+  // Migrations 0013 and 0014 add these; a login that could not act for
+  // audit_log's owner then left them out, and sign-in attempts and purges
+  // cannot be audited (a purge that cannot be audited does not happen).
+  std::vector<std::string> actions = {"sign_in", "issue_token", "revoke_token", "view_tokens"};
+  if (options.retention.enabled) actions.insert(actions.end(), {"purge_study", "purge_results"});
+  auto missing = review_store.MissingAuditActions(actions);
   if (missing.ok() && !missing->empty()) {
     log::Warn("audit_log_actions_missing",
               {{"missing", *missing}, {"hint", "see \"The audit log's owner\" in docs/configuration.md"}});

@@ -19,24 +19,28 @@ CREATE TABLE api_tokens (
   CONSTRAINT api_tokens_revoked_check CHECK ((revoked_at IS NULL) = (revoked_by IS NULL))
 );
 
--- Sign-in attempts and token administration are audited. The allowed
--- actions are read from the constraint in place and extended, so actions
--- that other migrations added are kept. audit_log belongs to
--- secondread_audit_owner (migration 0005): a superuser changes it directly,
--- a login with CREATEROLE or a member of the owner (the DBA grants it WITH
--- ADMIN OPTION before the upgrade, as for 0005) joins or acts for the owner
--- and leaves again. Any other login leaves the actions as they are: sign-in
--- attempts then cannot be audited, the node warns at every start, and
--- docs/configuration.md ("The audit log's owner") gives the DBA's statement.
-DO $$
+-- Sign-in attempts and token administration are audited. audit_log belongs
+-- to secondread_audit_owner (migration 0005): a superuser changes it
+-- directly, a login with CREATEROLE or a member of the owner (the DBA grants
+-- it WITH ADMIN OPTION before the upgrade, as for 0005) joins or acts for
+-- the owner; the migration run leaves it again at its end (migrations.cc),
+-- so that one run may apply several migrations that call this. Any other login leaves the actions as they
+-- are: the new actions then cannot be audited, the node warns at every
+-- start, and docs/configuration.md ("The audit log's owner") gives the
+-- DBA's statement.
+--
+-- The allowed actions are read from the constraint in place, so what other
+-- migrations added is kept; later migrations add and remove theirs through
+-- the same function. Removed actions are checked only on new rows (NOT
+-- VALID): the log is append-only and its old rows stay.
+CREATE FUNCTION secondread_audit_actions(add_actions text[], remove_actions text[]) RETURNS void
+LANGUAGE plpgsql AS $fn$
 DECLARE
   me CONSTANT name := session_user;
   owner_role name;
-  is_super boolean;
   actions text[];
 BEGIN
   SELECT pg_get_userbyid(relowner) INTO owner_role FROM pg_class WHERE oid = 'audit_log'::regclass;
-  SELECT rolsuper INTO is_super FROM pg_roles WHERE rolname = me;
   IF NOT pg_has_role(me, owner_role, 'USAGE') THEN
     IF NOT (SELECT rolcreaterole FROM pg_roles WHERE rolname = me) THEN
       RAISE NOTICE 'audit_log belongs to % and % cannot act for it; its actions stay as they are (the node warns)',
@@ -48,16 +52,12 @@ BEGIN
   SELECT array_agg(DISTINCT m[1] ORDER BY m[1]) INTO actions
   FROM pg_constraint c, regexp_matches(pg_get_constraintdef(c.oid), '''([a-z_]+)''', 'g') AS m
   WHERE c.conrelid = 'audit_log'::regclass AND c.conname = 'audit_log_action_check';
-  actions := ARRAY(SELECT DISTINCT a FROM unnest(actions || ARRAY['sign_in', 'issue_token', 'revoke_token', 'view_tokens']) a ORDER BY a);
+  actions := ARRAY(SELECT DISTINCT a FROM unnest(actions || add_actions) a
+                   WHERE a <> ALL (remove_actions) ORDER BY a);
   ALTER TABLE audit_log DROP CONSTRAINT audit_log_action_check;
-  EXECUTE format('ALTER TABLE audit_log ADD CONSTRAINT audit_log_action_check CHECK (action IN (%s))',
-                 (SELECT string_agg(quote_literal(a), ', ') FROM unnest(actions) a));
-  -- As in 0005, the login does not stay a member of the owner.
-  IF NOT is_super AND owner_role <> me THEN
-    BEGIN
-      EXECUTE format('REVOKE %I FROM %I', owner_role, me);
-    EXCEPTION WHEN insufficient_privilege OR invalid_grant_operation THEN
-      RAISE NOTICE '% cannot leave %; the DBA must revoke the membership', me, owner_role;
-    END;
-  END IF;
-END $$;
+  EXECUTE format('ALTER TABLE audit_log ADD CONSTRAINT audit_log_action_check CHECK (action IN (%s))%s',
+                 (SELECT string_agg(quote_literal(a), ', ') FROM unnest(actions) a),
+                 CASE WHEN cardinality(remove_actions) > 0 THEN ' NOT VALID' ELSE '' END);
+END $fn$;
+
+SELECT secondread_audit_actions(ARRAY['sign_in', 'issue_token', 'revoke_token', 'view_tokens'], '{}');

@@ -1,12 +1,4 @@
-DO $$
-BEGIN
-  ALTER TABLE audit_log DROP CONSTRAINT audit_log_action_check;
-  ALTER TABLE audit_log ADD CONSTRAINT audit_log_action_check
-    CHECK (action IN ('view_study', 'view_image', 'review', 'dismiss', 'view_audit', 'view_worklist',
-                      'purge_study', 'purge_results')) NOT VALID;
-EXCEPTION WHEN insufficient_privilege THEN
-  NULL;
-END $$;
+SELECT secondread_audit_actions('{}', ARRAY['purge_study', 'purge_results']);
 DELETE FROM read_skipped_instances WHERE reason = 'purged';
 ALTER TABLE read_skipped_instances DROP CONSTRAINT read_skipped_instances_reason_check;
 ALTER TABLE read_skipped_instances ADD CONSTRAINT read_skipped_instances_reason_check

@@ -11,6 +11,25 @@ rerun=$("$SECONDREAD_BIN" migrate "${CONFIG[@]}") || fail "re-run failed"
 grep -q "schema version $latest -> $latest" <<<"$rerun" || fail "re-run not a no-op"
 pass "migrate is idempotent"
 
+# Migrations that widen audit_log's actions keep what earlier ones added:
+# every action the node writes is allowed, also after a partial roll back.
+audit_actions_allowed() {
+  local def
+  def=$(sql "select pg_get_constraintdef(oid) from pg_constraint where conname = 'audit_log_action_check'")
+  for action in view_study view_image review dismiss view_audit view_worklist \
+                sign_in issue_token revoke_token view_tokens purge_study purge_results; do
+    grep -q "'$action'" <<<"$def" || fail "audit_log does not allow $action $1: $def"
+  done
+}
+audit_actions_allowed "after migrate"
+"$SECONDREAD_BIN" migrate "${CONFIG[@]}" --to 12 >/dev/null || fail "roll back to 12 failed"
+def=$(sql "select pg_get_constraintdef(oid) from pg_constraint where conname = 'audit_log_action_check'")
+grep -q "'sign_in'\|'purge_study'" <<<"$def" && fail "rolled back actions still allowed: $def"
+grep -q "'view_worklist'" <<<"$def" || fail "roll back removed an older action: $def"
+"$SECONDREAD_BIN" migrate "${CONFIG[@]}" >/dev/null || fail "re-apply after roll back failed"
+audit_actions_allowed "after a roll back and re-apply"
+pass "audit_log's actions survive every migration and their roll back"
+
 kill -TERM "$SECONDREAD_PID"; while kill -0 "$SECONDREAD_PID" 2>/dev/null; do sleep 0.1; done
 "$SECONDREAD_BIN" migrate "${CONFIG[@]}" --to 0 >/dev/null || fail "down migration failed"
 [ "$(sql "select to_regclass('instances') is null")" = t ] || fail "down did not drop tables"

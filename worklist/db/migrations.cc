@@ -22,6 +22,27 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
   applied_at  timestamptz NOT NULL DEFAULT now()
 ))SQL";
 
+// Migrations that change audit_log (0005, secondread_audit_actions from
+// 0013) may join its owner to act for it. The login does not stay a member
+// once the run is over: a member could get around the append-only triggers.
+// Left at the end of the run, not by each migration, so that one run applies
+// several of them with a single grant from the DBA.
+constexpr char kLeaveAuditOwner[] = R"SQL(
+DO $$
+DECLARE
+  me CONSTANT name := session_user;
+  owner_role name;
+BEGIN
+  SELECT pg_get_userbyid(relowner) INTO owner_role FROM pg_class WHERE oid = to_regclass('audit_log');
+  IF owner_role IS NULL OR owner_role = me OR (SELECT rolsuper FROM pg_roles WHERE rolname = me)
+     OR NOT pg_has_role(me, owner_role, 'MEMBER') THEN
+    RETURN;
+  END IF;
+  EXECUTE format('REVOKE %I FROM %I', owner_role, me);
+EXCEPTION WHEN insufficient_privilege OR invalid_grant_operation THEN
+  RAISE NOTICE '% cannot leave %; the DBA must revoke the membership', me, owner_role;
+END $$)SQL";
+
 }  // namespace
 
 absl::StatusOr<std::vector<Migration>> EmbeddedMigrations() {
@@ -99,6 +120,7 @@ absl::StatusOr<MigrationResult> Migrate(const DatabaseOptions& options, int targ
       --current;
     }
     result.to_version = current;
+    if (!result.applied.empty()) pqxx::nontransaction(conn).exec(kLeaveAuditOwner);
     pqxx::nontransaction(conn).exec_params("SELECT pg_advisory_unlock($1)", kAdvisoryLockKey);
   } catch (const pqxx::broken_connection& e) {
     return absl::UnavailableError(std::string("database unreachable: ") + e.what());
