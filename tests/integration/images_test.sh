@@ -49,6 +49,9 @@ for img in "$NODE_IMG" "$WORKER_IMG"; do
   [ "$(label "$img" revision)" = "$REVISION" ] || [ "$(label "$img" revision)" = "$REVISION-dirty" ] ||
     fail "$img: revision label $(label "$img" revision), the tree is at $REVISION"
   for l in title created description; do [ -n "$(label "$img" "$l")" ] || fail "$img: no $l label"; done
+  # The chart names its commands without their directory.
+  "${PODMAN[@]}" image inspect --format '{{range .Config.Env}}{{println .}}{{end}}' "$img" | grep -q '^PATH=/.*/usr/bin' ||
+    fail "$img sets no PATH in its environment"
   user=$("${PODMAN[@]}" image inspect --format '{{.Config.User}}' "$img")
   # The fixed id the chart's securityContext names (runAsUser, fsGroup).
   [ "$user" = "10001:10001" ] || fail "$img runs as '$user', not the numeric non-root 10001:10001"
