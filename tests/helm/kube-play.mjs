@@ -20,6 +20,8 @@
 //   ports are;
 // - probes are left out: podman would run them inside the containers, whose
 //   images hold no HTTP client, so the test polls /healthz and /readyz itself;
+//   so are the containers' ports, which on the host's network are the host's
+//   (podman refuses port mappings there);
 // - Services, NetworkPolicies, PodDisruptionBudgets, autoscalers,
 //   ServiceAccounts and the hook ConfigMap have no podman counterpart and are
 //   listed in OUT_DIR/dropped.
@@ -90,6 +92,9 @@ function convertPodSpec(pod, spec, extraVolumes = []) {
   s.hostAliases = [{ ip: "127.0.0.1", hostnames: serviceHosts }];
   for (const c of [...(s.initContainers ?? []), ...s.containers]) {
     delete c.startupProbe; delete c.livenessProbe; delete c.readinessProbe;
+    // On the host's network the container's ports are the host's; podman
+    // refuses port mappings there.
+    delete c.ports;
   }
   s.volumes = [...(s.volumes ?? []).map((v) => convertVolume(pod, v)), ...extraVolumes];
   delete s.serviceAccountName;
