@@ -11,13 +11,13 @@
 // persistentVolumeClaim volumes, so:
 // - ConfigMap and Secret volumes become hostPath directories holding the
 //   same files (a Secret's from SECRETS_DIR/<secret>/<key>, as the hospital
-//   would have created it); the configuration files' bind addresses become
-//   127.0.0.1, as every pod runs on the host's network;
+//   would have created it); in the configuration files the bind addresses
+//   and the Services' cluster names (<service>.<namespace>.svc) become
+//   127.0.0.1, as every pod runs on the host's network and there is no
+//   cluster DNS (podman 4.3 ignores hostAliases on the host's network);
 // - the StatefulSet's volumeClaimTemplates and emptyDirs become hostPath
 //   directories under OUT_DIR/volumes (the test sets their owners);
-// - every pod gets hostNetwork, and hostAliases that resolve each Service's
-//   cluster name (<service>.<namespace>.svc) to 127.0.0.1, where the pods'
-//   ports are;
+// - every pod gets hostNetwork;
 // - probes are left out: podman would run them inside the containers, whose
 //   images hold no HTTP client, so the test polls /healthz and /readyz itself;
 //   so are the containers' ports, which on the host's network are the host's
@@ -47,8 +47,10 @@ const namespace = (() => {
 })();
 const serviceHosts = objects.filter((o) => o.kind === "Service").map((s) => `${s.metadata.name}.${namespace}.svc`);
 
-// Loopback instead of every interface: the pods share the host's network.
-const loopback = (text) => text.replace(/\b0\.0\.0\.0\b/g, "127.0.0.1");
+// Loopback instead of every interface and instead of a Service: the pods
+// share the host's network.
+const loopback = (text) => serviceHosts.reduce((t, h) => t.split(h).join("127.0.0.1"),
+  text.replace(/\b0\.0\.0\.0\b/g, "127.0.0.1"));
 
 function hostDir(...parts) {
   const dir = join(volumesDir, ...parts);
@@ -89,7 +91,6 @@ function convertVolume(pod, v) {
 function convertPodSpec(pod, spec, extraVolumes = []) {
   const s = structuredClone(spec);
   s.hostNetwork = true;
-  s.hostAliases = [{ ip: "127.0.0.1", hostnames: serviceHosts }];
   for (const c of [...(s.initContainers ?? []), ...s.containers]) {
     delete c.startupProbe; delete c.livenessProbe; delete c.readinessProbe;
     // On the host's network the container's ports are the host's; podman

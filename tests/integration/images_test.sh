@@ -395,7 +395,8 @@ pass "podman kube play: the worker pod serves its models, the node pod (uid 1000
 
 SECONDREAD_DICOM_PORT=$K_DICOM
 send "$WORK"/study/study-*/*.dcm >/dev/null 2>&1 || fail "storescu to the node pod"
-wait_sql "SELECT state FROM reads" done 90
+( wait_sql "SELECT state FROM reads" done 90 ) ||
+  { "${PODMAN[@]}" logs --tail 20 "$NODE_CTR" >&2; fail "the node pod did not read the radiograph"; }
 [ "$(find "$KP"/out/volumes/secondread-node-0/spool -name '*.dcm' | wc -l)" -ge 1 ] || fail "nothing on the node pod's spool claim"
 "${PODMAN[@]}" logs "$NODE_CTR" 2>&1 | grep -q '"event":"read_finished"' || fail "the node pod did not log the read"
 pass "podman kube play: the node pod read a chest radiograph end to end through the worker pod, its spool on the claim's directory"
