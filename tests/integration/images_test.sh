@@ -156,6 +156,7 @@ G1=$(free_port); G2=$(free_port); WH1=$(free_port); WH2=$(free_port)
 cat >"$ETC/replica.yaml" <<YAML
 dicom:
   ae_title: SECONDREAD
+  bind_address: 127.0.0.1
   allowed_callers: [ORTHANC@127.0.0.1]
 storage:
   spool_dir: /var/lib/secondread/spool
