@@ -134,19 +134,27 @@ function checkChart(file, objects) {
   const worker = byKind("Deployment").find((o) => component(o) === "worker");
   if (!node) fail(file, "no node StatefulSet");
   if (!worker) fail(file, "no worker Deployment");
+  const nodeConfigMap = byKind("ConfigMap").find((o) => o.metadata.name.endsWith("-node"));
+  const cfg = nodeConfigMap ? parseAllDocuments(nodeConfigMap.data["secondread.yaml"])[0].toJS() : null;
   if (node) {
-    if (node.spec.replicas !== 1) fail(file, `node replicas ${node.spec.replicas}: only 1 is supported`);
     const claim = node.spec.volumeClaimTemplates?.find((t) => t.metadata.name === "spool");
-    if (!claim) fail(file, "node StatefulSet has no spool volumeClaimTemplate");
     const mount = node.spec.template.spec.containers[0].volumeMounts.find((m) => m.name === "spool");
-    if (mount?.mountPath !== "/var/lib/secondread/spool") fail(file, "spool not mounted at /var/lib/secondread/spool");
+    if (cfg?.cluster?.shared_spool_root) {
+      // The spools are <root>/<node_id> on the ReadWriteMany claim; a claim per replica would go unused.
+      if (claim || mount) fail(file, "a per-replica spool claim beside the shared spool");
+      const shared = node.spec.template.spec.volumes.find((v) => v.name === "shared-spool");
+      if (!shared?.persistentVolumeClaim?.claimName) fail(file, "the shared spool is not a PersistentVolumeClaim");
+    } else {
+      if (!claim) fail(file, "node StatefulSet has no spool volumeClaimTemplate");
+      if (mount?.mountPath !== "/var/lib/secondread/spool") fail(file, "spool not mounted at /var/lib/secondread/spool");
+    }
+    if (node.spec.replicas > 1 || cfg?.cluster?.enabled) checkCluster(file, objects, node, cfg);
+    else if (cfg && cfg.cluster?.enabled !== false) fail(file, "one node replica without node.cluster, yet cluster.enabled is not false");
   }
 
   // The configuration the node reads: spool and database file where they are mounted.
-  const nodeConfigMap = byKind("ConfigMap").find((o) => o.metadata.name.endsWith("-node"));
   if (!nodeConfigMap) fail(file, "no node ConfigMap");
   else {
-    const cfg = parseAllDocuments(nodeConfigMap.data["secondread.yaml"])[0].toJS();
     if (cfg.storage?.spool_dir !== "/var/lib/secondread/spool") fail(file, "node config: storage.spool_dir is not the spool mount");
     if (cfg.database?.url_file !== "/etc/secondread/database/url") fail(file, "node config: database.url_file is not the secret's mount");
     if (!/^[a-z0-9.-]+-worker\.[a-z0-9-]+\.svc:\d+$/.test(cfg.inference?.endpoints?.[0] ?? "")) fail(file, "node config: inference.endpoints does not name the worker Service");
@@ -238,6 +246,7 @@ function checkChart(file, objects) {
     const ports = (svc?.spec.ports ?? []).map((p) => p.name).sort().join(",");
     if (ports !== "dicom,dicom-tls") fail(file, `the DICOM Service has ports ${ports}, not dicom and dicom-tls`);
   }
+  if (name.startsWith("replicas") && !(node?.spec.replicas > 1)) fail(file, "the replicas values render one node replica");
   if (!byKind("PodDisruptionBudget").length) fail(file, "no PodDisruptionBudget");
 
   // No password literal in a Secret or a ConfigMap: credentials come from
@@ -248,6 +257,59 @@ function checkChart(file, objects) {
     if (/postgres(ql)?:\/\/[^/@\s"]*:[^/@\s"]+@/.test(text) || /password["']?\s*[:=]\s*["']?[^\s"',}]/i.test(text)) {
       fail(file, `${o.kind}/${o.metadata.name} holds a password`);
     }
+  }
+}
+
+// Several node replicas: each names itself after its pod, advertises its
+// stable name under the headless Service, serves the internal endpoint there
+// with the token and TLS files mounted where the configuration says, and
+// only the other replicas may reach that port.
+function checkCluster(file, objects, node, cfg) {
+  const spec = node.spec.template.spec;
+  const c = spec.containers[0];
+  const mounted = (path) => c.volumeMounts.some((m) => path.startsWith(`${m.mountPath}/`));
+  if (cfg?.cluster?.enabled !== true) fail(file, "several node replicas without cluster.enabled");
+  const podName = c.env?.find((e) => e.name === "POD_NAME");
+  if (podName?.valueFrom?.fieldRef?.fieldPath !== "metadata.name") fail(file, "the node has no POD_NAME from metadata.name");
+  const cmd = c.command ?? [];
+  const setArg = (key) => cmd.find((a, i) => cmd[i - 1] === "--set" && a.startsWith(`${key}=`))?.slice(key.length + 1);
+  if (setArg("cluster.node_id") !== "$(POD_NAME)") fail(file, "the command does not set cluster.node_id=$(POD_NAME)");
+  const headless = objects.find((o) => o.kind === "Service" && o.metadata.name === node.spec.serviceName);
+  if (!headless || headless.spec.clusterIP !== "None") fail(file, `the StatefulSet's serviceName ${node.spec.serviceName} is not a headless Service`);
+  const port = spec.containers[0].ports.find((p) => p.name === "cluster");
+  if (cfg?.cluster?.shared_spool_root) {
+    if (!mounted(cfg.cluster.shared_spool_root + "/x")) fail(file, "cluster.shared_spool_root is not a mount");
+    return;
+  }
+  const url = setArg("cluster.advertise_url") ?? "";
+  const m = /^https:\/\/\$\(POD_NAME\)\.([a-z0-9-]+)\.([a-z0-9-]+)\.svc:(\d+)$/.exec(url);
+  if (!m) fail(file, `cluster.advertise_url=${url} is not https://$(POD_NAME).<headless>.<namespace>.svc:<port>`);
+  else {
+    if (m[1] !== node.spec.serviceName) fail(file, `cluster.advertise_url names ${m[1]}, not the StatefulSet's Service ${node.spec.serviceName}`);
+    if (m[2] !== "radiology") fail(file, `cluster.advertise_url names namespace ${m[2]}`);
+    if (Number(m[3]) !== cfg?.cluster?.port || port?.containerPort !== cfg?.cluster?.port) fail(file, "cluster.advertise_url, cluster.port and the container's port disagree");
+  }
+  if (!headless?.spec.ports.some((p) => p.name === "cluster" && p.port === cfg?.cluster?.port && p.targetPort === "cluster")) {
+    fail(file, "the headless Service does not expose the internal endpoint's port");
+  }
+  for (const f of [cfg?.cluster?.token_file, cfg?.cluster?.tls?.cert_file, cfg?.cluster?.tls?.key_file, cfg?.cluster?.tls?.ca_file]) {
+    if (!f) fail(file, "cluster.token_file or cluster.tls.* unset with several replicas");
+    else if (!mounted(f)) fail(file, `${f} is not on a mount`);
+  }
+  const policy = objects.find((o) => o.kind === "NetworkPolicy" && o.spec.podSelector.matchLabels?.["app.kubernetes.io/component"] === "node");
+  if (policy) {
+    const rules = policy.spec.ingress.filter((r) => r.ports?.some((p) => p.port === "cluster"));
+    if (rules.length !== 1) fail(file, "the node's internal port must have exactly one ingress rule");
+    for (const r of rules) {
+      if (!r.from?.length || r.from.some((f) => f.podSelector?.matchLabels?.["app.kubernetes.io/component"] !== "node" || f.namespaceSelector || f.ipBlock)) {
+        fail(file, "the node's internal port admits more than the node replicas");
+      }
+      if (r.ports.some((p) => p.port !== "cluster")) fail(file, "the node-to-node rule opens more than the internal port");
+    }
+  }
+  const pdb = objects.find((o) => o.kind === "PodDisruptionBudget" && o.metadata.labels?.["app.kubernetes.io/component"] === "node");
+  if (pdb && !(Number.isInteger(pdb.spec.maxUnavailable) && pdb.spec.maxUnavailable < node.spec.replicas)) {
+    fail(file, `the node's PodDisruptionBudget lets ${pdb.spec.maxUnavailable} of ${node.spec.replicas} replicas go at once`);
   }
 }
 

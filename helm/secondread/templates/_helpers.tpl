@@ -79,6 +79,24 @@ uri
 {{- printf "%s-worker.%s.svc:%d" (include "secondread.fullname" .) .Release.Namespace (int .Values.worker.ports.grpc) -}}
 {{- end -}}
 
+{{/* "true" when the node replicas form a cluster: above one replica, or asked for. */}}
+{{- define "secondread.clusterOn" -}}
+{{- if or (gt (int .Values.node.replicas) 1) .Values.node.cluster.enabled -}}true{{- end -}}
+{{- end -}}
+
+{{/* "true" when the replicas serve and fetch files over the internal endpoint (no shared spool). */}}
+{{- define "secondread.clusterFetches" -}}
+{{- if and (include "secondread.clusterOn" .) (not .Values.node.cluster.sharedSpool.enabled) -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+The internal endpoint of the pod named $(POD_NAME), which Kubernetes expands
+in the container's command: its stable name under the headless Service.
+*/}}
+{{- define "secondread.advertiseUrl" -}}
+{{- printf "https://$(POD_NAME).%s-node-headless.%s.svc:%d" (include "secondread.fullname" .) .Release.Namespace (int .Values.node.cluster.port) -}}
+{{- end -}}
+
 {{/*
 The node's configuration: the user's node.config with the keys the chart must
 own (ports that its Services name, paths of its mounts, bind addresses)
@@ -109,6 +127,26 @@ written over it, so that the Services and the process cannot disagree.
 {{- $_ := set $managed.api "tls" (dict
   "cert_file" "/etc/secondread/api-tls/tls.crt"
   "key_file" "/etc/secondread/api-tls/tls.key") -}}
+{{- end -}}
+{{- if include "secondread.clusterOn" . -}}
+{{- /* cluster.node_id and cluster.advertise_url differ per pod: the
+StatefulSet's command line sets them. */ -}}
+{{- $cluster := dict "enabled" true "bind" "0.0.0.0" "port" (int .Values.node.cluster.port) -}}
+{{- if .Values.node.cluster.sharedSpool.enabled -}}
+{{- $_ := set $cluster "shared_spool_root" "/var/lib/secondread/shared" -}}
+{{- end -}}
+{{- if .Values.node.cluster.tokenSecret.name -}}
+{{- $_ := set $cluster "token_file" "/etc/secondread/cluster-token/token" -}}
+{{- end -}}
+{{- if .Values.node.cluster.tls.existingSecret -}}
+{{- $_ := set $cluster "tls" (dict
+  "cert_file" "/etc/secondread/cluster-tls/tls.crt"
+  "key_file" "/etc/secondread/cluster-tls/tls.key"
+  "ca_file" "/etc/secondread/cluster-tls/ca.crt") -}}
+{{- end -}}
+{{- $_ := set $managed "cluster" $cluster -}}
+{{- else -}}
+{{- $_ := set $managed "cluster" (dict "enabled" false) -}}
 {{- end -}}
 {{- $config := mustMergeOverwrite (deepCopy .Values.node.config) $managed -}}
 # secondread node configuration (docs/configuration.md), rendered by the chart.
@@ -160,8 +198,16 @@ seccompProfile:
 
 {{/* Refusals of values the node cannot serve yet. */}}
 {{- define "secondread.validate" -}}
-{{- if gt (int .Values.node.replicas) 1 -}}
-{{- fail "node.replicas above 1 is not supported: each replica's spool holds only the instances it received, and the node cannot yet fetch a study's instances from another replica, so a study split across replicas could not be read whole. Run one node replica (see the chart README, \"The one limit\")." -}}
+{{- if include "secondread.clusterFetches" . -}}
+{{- if or (not .Values.node.cluster.tokenSecret.name) (not .Values.node.cluster.tls.existingSecret) -}}
+{{- fail (printf "node.replicas %d (a cluster of node replicas) needs node.cluster.tokenSecret.name (a Secret holding the cluster token, 32 characters or more) and node.cluster.tls.existingSecret (tls.crt, tls.key, ca.crt; the certificate naming *.%s-node-headless.%s.svc): replicas fetch a study's instances from each other over HTTPS with that token. Or use node.cluster.sharedSpool with a ReadWriteMany claim (see the chart README, \"Several node replicas\")." (int .Values.node.replicas) (include "secondread.fullname" .) .Release.Namespace) -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.node.cluster.sharedSpool.enabled (not .Values.node.cluster.sharedSpool.existingClaim) -}}
+{{- fail "node.cluster.sharedSpool.enabled needs node.cluster.sharedSpool.existingClaim (a ReadWriteMany PersistentVolumeClaim)" -}}
+{{- end -}}
+{{- if and .Values.node.cluster.sharedSpool.enabled (not (include "secondread.clusterOn" .)) -}}
+{{- fail "node.cluster.sharedSpool.enabled needs a cluster: node.replicas above 1 or node.cluster.enabled" -}}
 {{- end -}}
 {{- if and .Values.database.existingSecret .Values.cnpg.enabled -}}
 {{- fail "database.existingSecret and cnpg.enabled are exclusive: choose an external database or the CloudNativePG cluster" -}}
