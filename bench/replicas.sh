@@ -53,16 +53,7 @@ storescp --fork -aet PACS -od "$WORK/pacs" --ignore "$PACS_PORT" >"$WORK/storesc
 SCP_PID=$!
 
 cluster_secrets "$WORK/cluster-tls"
-cat >"$WORK/routing.yaml" <<'YAML'
-routing:
-  rules:
-    - name: ct-volume
-      input: volume
-      match: {modalities: [CT]}
-      series: {min_slices: 10}
-      models: [{name: threshold-volume-demo}]
-      completeness: {trigger: association, silence_seconds: 60, expected_count: false}
-YAML
+cluster_routing ct-only >"$WORK/routing.yaml"
 PORT_A=$(free_port)
 # shellcheck disable=SC2046
 node_up --no-worker --pacs "PACS@127.0.0.1:$PACS_PORT" --routing "$WORK/routing.yaml" \

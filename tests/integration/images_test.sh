@@ -17,6 +17,7 @@ source "$(dirname "$0")/lib/common.sh"
 source "$(dirname "$0")/lib/results.sh"
 source "$(dirname "$0")/lib/orthanc.sh"
 source "$(dirname "$0")/lib/helm_tools.sh"
+source "$(dirname "$0")/lib/cluster.sh"
 it_setup "$@"
 [ "$(id -u)" -eq 0 ] || fail "needs root (mmdebstrap --mode=root, podman as root)"
 command -v podman >/dev/null || fail "podman is missing; run scripts/bootstrap"
@@ -138,14 +139,10 @@ threshold_volume_model "$MODELS"
 threshold_volume_model "$MODELS" mr-threshold-volume 600 0.01 MR
 chmod -R a+rX "$MODELS"
 CL="$ETC/cluster"
-mkdir -p "$CL"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=cluster-test-ca \
-  -keyout "$WORK/cluster-ca.key" -out "$CL/ca.pem" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
-  -keyout "$CL/node.key" -out "$WORK/cluster-node.csr" 2>/dev/null
-openssl x509 -req -in "$WORK/cluster-node.csr" -CA "$CL/ca.pem" -CAkey "$WORK/cluster-ca.key" -CAcreateserial -days 2 \
-  -extfile <(printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n') -out "$CL/node.pem" 2>/dev/null
-$PY -c 'import secrets; print(secrets.token_urlsafe(32))' >"$CL/token"
+cluster_secrets "$CL"
+# The containers read the certificate, its key, the CA and the token; the
+# CA's key stays out of their mount.
+mv "$CL/ca.key" "$WORK/cluster-ca.key"; rm -f "$CL/node.csr" "$CL/ca.srl"
 chown -R "root:${UID_GID#*:}" "$CL"; chmod 0750 "$CL"; chmod 0640 "$CL"/*
 
 ORTHANC_DIR="$WORK/orthanc"
@@ -169,21 +166,7 @@ api:
   port: 0
 log:
   level: info
-routing:
-  rules:
-    # A study sent over several associations is due when the last is released.
-    - name: ct-volume
-      input: volume
-      match: {modalities: [CT]}
-      series: {min_slices: 10}
-      models: [{name: threshold-volume-demo}]
-      completeness: {trigger: association, silence_seconds: 60, expected_count: false, late_instances: reread}
-    - name: mr-volume
-      input: volume
-      match: {modalities: [MR]}
-      series: {min_slices: 10}
-      models: [{name: mr-threshold-volume}]
-      completeness: {trigger: silence, silence_seconds: 8, expected_count: false, late_instances: reread}
+$(cluster_routing)
 inference:
   endpoints: [127.0.0.1:$G1, 127.0.0.1:$G2]
 export:

@@ -26,24 +26,7 @@ worker_up --repo "$REPO" --set cpu.threads=1
 cluster_secrets "$WORK/cluster-tls"
 CA=$CLUSTER_DIR
 
-cat >"$WORK/routing.yaml" <<'YAML'
-routing:
-  rules:
-    - name: ct-volume
-      input: volume
-      match: {modalities: [CT]}
-      series: {min_slices: 10}
-      models: [{name: threshold-volume-demo}]
-      completeness: {trigger: association, silence_seconds: 60, expected_count: false, late_instances: reread}
-    # The second study: complete after 8 s of silence, whichever replica
-    # received what.
-    - name: mr-volume
-      input: volume
-      match: {modalities: [MR]}
-      series: {min_slices: 10}
-      models: [{name: mr-threshold-volume}]
-      completeness: {trigger: silence, silence_seconds: 8, expected_count: false, late_instances: reread}
-YAML
+cluster_routing >"$WORK/routing.yaml"
 
 ORTHANC_DIR="$WORK/orthanc"
 ORTHANC_DICOM=1

@@ -17,6 +17,32 @@ cluster_secrets() {  # dir
   (umask 077; $PY -c 'import secrets; print(secrets.token_urlsafe(32))' >"$CLUSTER_DIR/token")
 }
 
+# The routing the replica tests and benchmarks share: a CT study sent over
+# several associations is due when the last is released; an MR study after
+# 8 s of silence, whichever replica received what. With "ct-only" MR is not
+# read (the ingest benchmark sends MR so that only the receivers work).
+cluster_routing() {  # [ct-only]
+  cat <<'YAML'
+routing:
+  rules:
+    - name: ct-volume
+      input: volume
+      match: {modalities: [CT]}
+      series: {min_slices: 10}
+      models: [{name: threshold-volume-demo}]
+      completeness: {trigger: association, silence_seconds: 60, expected_count: false, late_instances: reread}
+YAML
+  [ "${1:-}" = ct-only ] && return 0
+  cat <<'YAML'
+    - name: mr-volume
+      input: volume
+      match: {modalities: [MR]}
+      series: {min_slices: 10}
+      models: [{name: mr-threshold-volume}]
+      completeness: {trigger: silence, silence_seconds: 8, expected_count: false, late_instances: reread}
+YAML
+}
+
 # The --set arguments of one replica, its internal endpoint on 127.0.0.1:PORT
 # over HTTPS.
 cluster_sets() {  # node-id port
