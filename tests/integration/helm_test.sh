@@ -118,7 +118,7 @@ for rendered in "$WORK"/rendered/*-values.yaml; do
   wait "$worker_pid" 2>/dev/null || true
   grep -q '"event":"worker_started"' "$cfg/worker.log" ||
     { tail -n 5 "$cfg/worker.log" >&2; fail "$name: the worker did not start with the chart's configuration"; }
-  grep '"event":"worker_started"' "$cfg/worker.log" | grep -q '"tls":true' || fail "$name: the worker runs without TLS"
+  grep '"event":"worker_started"' "$cfg/worker.log" | grep >/dev/null '"tls":true' || fail "$name: the worker runs without TLS"
   if grep -q '"event":"model_load_failed"' "$cfg/worker.log"; then
     grep '"event":"model_load_failed"' "$cfg/worker.log" >&2; fail "$name: a model the chart's configuration names did not load"
   fi

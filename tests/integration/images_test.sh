@@ -51,7 +51,7 @@ for img in "$NODE_IMG" "$WORKER_IMG"; do
     fail "$img: revision label $(label "$img" revision), the tree is at $REVISION"
   for l in title created description; do [ -n "$(label "$img" "$l")" ] || fail "$img: no $l label"; done
   # The chart names its commands without their directory.
-  "${PODMAN[@]}" image inspect --format '{{range .Config.Env}}{{println .}}{{end}}' "$img" | grep -q '^PATH=/.*/usr/bin' ||
+  grep -q '^PATH=/.*/usr/bin' <<<"$("${PODMAN[@]}" image inspect --format '{{range .Config.Env}}{{println .}}{{end}}' "$img")" ||
     fail "$img sets no PATH in its environment"
   user=$("${PODMAN[@]}" image inspect --format '{{.Config.User}}' "$img")
   # The fixed id the chart's securityContext names (runAsUser, fsGroup).
@@ -119,7 +119,10 @@ wait_sql "SELECT state FROM reads" done 90
 [ "$(sql "SELECT model_name FROM reads")" = synthetic-nodule-demo ] || fail "read by $(sql "SELECT model_name FROM reads")"
 spooled=$(find "$STATE/spool" -name '*.dcm' -uid "${UID_GID%%:*}" | wc -l)
 [ "$spooled" -ge 1 ] || fail "nothing in the spool volume owned by the image's user"
-"${PODMAN[@]}" logs sr-node 2>&1 | grep -q '"event":"read_finished"' || fail "the node's log lines are not on the container's output"
+# Through a file: grep -q stops reading at the first match, and under
+# pipefail a writer with more to write would fail the pipeline.
+"${PODMAN[@]}" logs sr-node >"$WORK/sr-node.out" 2>&1
+grep -q '"event":"read_finished"' "$WORK/sr-node.out" || fail "the node's log lines are not on the container's output"
 pass "the worker and node containers (read-only root, no capability) read a radiograph end to end; the spool is on the volume"
 "${PODMAN[@]}" rm -f -t 30 sr-node sr-worker >/dev/null
 
@@ -312,7 +315,8 @@ J=$(store_job replica-b "${IDS[@]:20}")
 wait_sql "SELECT count(*) FROM reads WHERE input = 'volume'" 2 120
 sleep 6
 [ "$(sql "SELECT state FROM reads ORDER BY id DESC LIMIT 1")" != done ] || fail "the MR study was read without replica A's instances"
-"${PODMAN[@]}" logs sr-replica-b 2>&1 | grep -q 'cannot fetch instance from node replica node-a' ||
+"${PODMAN[@]}" logs sr-replica-b >"$WORK/sr-replica-b.out" 2>&1
+grep -q 'cannot fetch instance from node replica node-a' "$WORK/sr-replica-b.out" ||
   fail "replica B did not report the unreachable holder: $(sql "SELECT id, state, error FROM reads")"
 while read -r name; do
   [ -s "$WORK/state-a/spool/objects/${name:0:2}/$name.dcm" ] || fail "an instance replica A acknowledged is not on its spool"
@@ -398,7 +402,8 @@ send "$WORK"/study/study-*/*.dcm >/dev/null 2>&1 || fail "storescu to the node p
 ( wait_sql "SELECT state FROM reads" done 90 ) ||
   { "${PODMAN[@]}" logs --tail 20 "$NODE_CTR" >&2; fail "the node pod did not read the radiograph"; }
 [ "$(find "$KP"/out/volumes/secondread-node-0/spool -name '*.dcm' | wc -l)" -ge 1 ] || fail "nothing on the node pod's spool claim"
-"${PODMAN[@]}" logs "$NODE_CTR" 2>&1 | grep -q '"event":"read_finished"' || fail "the node pod did not log the read"
+"${PODMAN[@]}" logs "$NODE_CTR" >"$WORK/node-pod.out" 2>&1
+grep -q '"event":"read_finished"' "$WORK/node-pod.out" || fail "the node pod did not log the read"
 pass "podman kube play: the node pod read a chest radiograph end to end through the worker pod, its spool on the claim's directory"
 "${PODMAN[@]}" kube down "$KP/out/workloads.yaml" >/dev/null 2>&1 || true
 "${PODMAN[@]}" kube down "$KP/out/migrate.yaml" >/dev/null 2>&1 || true

@@ -110,7 +110,7 @@ wait_sql "SELECT state || ' ' || attempts FROM exports WHERE destination = 'pacs
 list=$(orthanc_instances "$STUDY_ID")
 [ "$(grep -c '^SR ' <<<"$list")" -eq 1 ] || fail "Orthanc holds $(grep -c '^SR ' <<<"$list") SRs"
 [ "$(grep -c '^OT ' <<<"$list")" -eq 1 ] || fail "Orthanc holds $(grep -c '^OT ' <<<"$list") Secondary Captures"
-grep -F '"event":"export_sent"' "$SECONDREAD_LOG" | grep -qF '"destination":"pacs"' || fail "no export_sent for pacs in the log"
+grep -F '"event":"export_sent"' "$SECONDREAD_LOG" | grep >/dev/null -F '"destination":"pacs"' || fail "no export_sent for pacs in the log"
 pass "the SR and Secondary Capture reached Orthanc over TLS with the node's client certificate, on the first attempt"
 
 # The refused destinations: pending, retried, each with its TLS reason in the
@@ -129,7 +129,7 @@ wait_refused() {  # destination reason-pattern
     [ "$(date +%s)" -lt "$deadline" ] || fail "export to $1 is not pending and retried with [$2]: $row"
     sleep 0.5
   done
-  grep -F '"event":"export_retry"' "$SECONDREAD_LOG" | grep -F "\"destination\":\"$1\"" | grep -qE "$2" ||
+  grep -F '"event":"export_retry"' "$SECONDREAD_LOG" | grep -F "\"destination\":\"$1\"" | grep >/dev/null -E "$2" ||
     fail "no export_retry log line for $1 with the TLS reason"
   echo "    $1 (attempt $attempts): $reason"
 }

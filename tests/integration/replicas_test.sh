@@ -41,10 +41,10 @@ DICOM_A=$SECONDREAD_DICOM_PORT
 # Replica B: the same configuration, its own ports, spool and log.
 replica_b_ports
 start_replica_b
-restart_a() {
+restart_a() {  # [--set key=value]...
   # shellcheck disable=SC2046
   "$IT_REPO/scripts/dev-up" "$NODE" --node-only --no-worker --set "dicom.port=$DICOM_A" \
-    --set "inference.endpoints=[$SECONDREAD_WORKER_ADDR]" $(cluster_sets node-a "$PORT_A") >/dev/null
+    --set "inference.endpoints=[$SECONDREAD_WORKER_ADDR]" $(cluster_sets node-a "$PORT_A") "$@" >/dev/null
   source "$NODE/env"
 }
 
@@ -194,4 +194,29 @@ while read -r name; do
 done < <(sql "SELECT spool_name FROM instances WHERE holder = 'node-a'")
 wait_sql "SELECT count(*) FROM exports WHERE state = 'sent'" 2 120
 pass "replica A killed mid-study: all 48 instances it acknowledged are on its spool, and once it is back the study is read with all 96 and exported"
+
+# ---- Retention on two replicas: each purges the files it holds, and only those.
+stop_pid() { kill -TERM "$1" 2>/dev/null; for _ in $(seq 1 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done; }
+stop_pid "$(cat "$NODE/secondread.pid")"; stop_pid "$(cat "$NODEB/secondread.pid")"
+RETAIN=(--set retention.enabled=true --set retention.source_grace_seconds=2 --set retention.result_seconds=3
+        --set retention.interval_seconds=1)
+restart_a "${RETAIN[@]}"
+start_replica_b "${RETAIN[@]}"
+wait_sql "SELECT coalesce(string_agg(holder || ':' || n, ' '), '') FROM (SELECT holder, count(*) n FROM instances
+          WHERE purged_at IS NULL GROUP BY holder) x" "" 60
+wait_sql "SELECT coalesce(string_agg(holder || ':' || n, ' '), '') FROM (SELECT holder, count(*) n FROM result_objects
+          WHERE purged_at IS NULL GROUP BY holder) x" "" 60
+while read -r holder name; do
+  own="$SECONDREAD_SPOOL" other="$NODEB/spool"
+  [ "$holder" = node-b ] && { own="$NODEB/spool"; other="$SECONDREAD_SPOOL"; }
+  [ ! -e "$own/objects/${name:0:2}/$name.dcm" ] || fail "$holder still has a purged instance on its spool"
+  [ ! -e "$other/objects/${name:0:2}/$name.dcm" ] || fail "an instance of $holder is on the other replica's spool"
+done < <(sql "SELECT holder || ' ' || spool_name FROM instances")
+# Each replica audited its own purges of both studies.
+[ "$(sql "SELECT string_agg(actor || ':' || n, ' ' ORDER BY actor) FROM (SELECT actor, count(DISTINCT study_ref) n
+          FROM audit_log WHERE action = 'purge_study' GROUP BY actor) x")" = "secondread:node-a:2 secondread:node-b:2" ] ||
+  fail "purge audit rows: $(sql "SELECT actor, study_ref, detail FROM audit_log WHERE action = 'purge_study'")"
+[ "$(sql "SELECT count(*) FROM audit_log WHERE action = 'purge_study' AND detail->>'holder' <> substr(actor, 12)")" = 0 ] ||
+  fail "a replica audited a purge of another's files"
+pass "retention on both replicas: every instance and result file purged by the replica holding it (each audited its own), none left on either spool"
 finish

@@ -98,12 +98,12 @@ $PY -c "import sys; sys.exit(0 if float(sys.argv[2]) - float(sys.argv[1]) >= flo
 [ "$(sql "SELECT detail->>'instances' FROM audit_log WHERE action = 'purge_study' AND study_ref = $(study_ref "$A")")" = 2 ] ||
   fail "no audit_log row for study A's purge"
 deadline=$(( $(date +%s) + 30 ))
-until grep -F '110105' "$WORK/atna.log" 2>/dev/null | grep -qF "$A"; do
+until grep -F '110105' "$WORK/atna.log" 2>/dev/null | grep >/dev/null -F "$A"; do
   [ "$(date +%s)" -lt "$deadline" ] || fail "no DICOM Study Deleted message for study A"
   sleep 0.3
 done
-grep -F '110105' "$WORK/atna.log" | grep -F "$A" | grep -qF 'EventActionCode="D"' || fail "the ATNA message is not a deletion"
-if grep -E '"event":"retention_[a-z_]*"' "$NODE/log/secondread.log" | grep -qF -e "$A" -e "DOE" -e "$(sql "SELECT patient_id FROM patients p JOIN studies s ON s.patient_ref = p.id WHERE s.study_instance_uid = '$A'")"; then
+grep -F '110105' "$WORK/atna.log" | grep -F "$A" | grep >/dev/null -F 'EventActionCode="D"' || fail "the ATNA message is not a deletion"
+if grep -E '"event":"retention_[a-z_]*"' "$NODE/log/secondread.log" | grep >/dev/null -F -e "$A" -e "DOE" -e "$(sql "SELECT patient_id FROM patients p JOIN studies s ON s.patient_ref = p.id WHERE s.study_instance_uid = '$A'")"; then
   fail "a retention log line names the study or the patient"
 fi
 pass "study A read and exported: purged after the grace, $A_BYTES bytes freed (spool objects: $bytes_before before the study, $bytes_with with it, $bytes_after after), rows kept, metric $purged_metric_before -> $purged_metric, audit_log row and ATNA 110105"

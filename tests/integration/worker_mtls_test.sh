@@ -29,7 +29,7 @@ T="$NODE/tls"
 WLOG=$SECONDREAD_WORKER_LOG
 serial() { openssl x509 -in "$1" -noout -serial | cut -d= -f2; }
 
-grep '"worker_started"' "$WLOG" | grep -q '"tls":true' || fail "the worker did not start with TLS"
+grep '"worker_started"' "$WLOG" | grep >/dev/null '"tls":true' || fail "the worker did not start with TLS"
 grep -q '"grpc_plaintext"' "$WLOG" && fail "the worker with TLS warns about plaintext"
 grep -q '"inference_plaintext"' "$SECONDREAD_LOG" && fail "the node with inference.tls warns about plaintext"
 
@@ -49,7 +49,7 @@ gen_study 1
 send_study 1
 wait_read_done 1 90
 NODE_SERIAL=$(serial "$SECONDREAD_GRPC_TLS_CERT")
-grep '"grpc_client_verified"' "$WLOG" | grep -q "\"serial\":\"$NODE_SERIAL\"" ||
+grep '"grpc_client_verified"' "$WLOG" | grep >/dev/null "\"serial\":\"$NODE_SERIAL\"" ||
   fail "the worker did not log the node's certificate (serial $NODE_SERIAL) as verified"
 # A CT series as a volume: InferVolume streams it both ways over the same link.
 $PY "$IT_REPO/tools/gen_series.py" "$WORK/ct" --modality CT --slices 12 --rows 32 --columns 32 --seed 5 >/dev/null
@@ -78,7 +78,7 @@ refused() {  # label reason cert-prefix-or-empty
   before=$(wc -l <"$WLOG")
   probe "$3" && fail "$1: the worker answered"
   for _ in $(seq 1 50); do
-    tail -n +"$((before + 1))" "$WLOG" | grep '"grpc_client_refused"' | grep -q "\"reason\":\"$2\"" && return 0
+    tail -n +"$((before + 1))" "$WLOG" | grep '"grpc_client_refused"' | grep >/dev/null "\"reason\":\"$2\"" && return 0
     sleep 0.1
   done
   fail "$1: no grpc_client_refused line with reason '$2'; $(tail -n +"$((before + 1))" "$WLOG" | grep grpc_client || true)"
@@ -107,10 +107,10 @@ gen_study 2
 node_restart --set inference.tls.server_name=worker.example.org
 send_study 2
 for _ in $(seq 1 100); do
-  grep '"grpc_worker_refused"' "$SECONDREAD_LOG" | grep -q '"expected":"worker.example.org"' && break
+  grep '"grpc_worker_refused"' "$SECONDREAD_LOG" | grep >/dev/null '"expected":"worker.example.org"' && break
   sleep 0.2
 done
-grep '"grpc_worker_refused"' "$SECONDREAD_LOG" | grep -q '"expected":"worker.example.org"' ||
+grep '"grpc_worker_refused"' "$SECONDREAD_LOG" | grep >/dev/null '"expected":"worker.example.org"' ||
   fail "the node did not log refusing the worker"
 sleep 2
 [ "$(read_state 2)" != done ] || fail "a read was done over a worker the node should have refused"
@@ -150,10 +150,10 @@ for i in $(seq 10 $((10 + N_ROT - 1))); do wait_read_done "$i" 120; done
 FAILED=$(sql "SELECT count(*) FROM reads WHERE state <> 'done'")
 [ "$FAILED" = 0 ] || fail "$FAILED reads not done: $(sql "SELECT state, error FROM reads WHERE state <> 'done'")"
 for _ in $(seq 1 100); do
-  grep '"grpc_client_verified"' "$WLOG" | grep -q "\"serial\":\"$NEW_NODE_SERIAL\"" && break
+  grep '"grpc_client_verified"' "$WLOG" | grep >/dev/null "\"serial\":\"$NEW_NODE_SERIAL\"" && break
   sleep 0.2
 done
-grep '"grpc_client_verified"' "$WLOG" | grep -q "\"serial\":\"$NEW_NODE_SERIAL\"" ||
+grep '"grpc_client_verified"' "$WLOG" | grep >/dev/null "\"serial\":\"$NEW_NODE_SERIAL\"" ||
   fail "the worker never saw the node's new certificate (serial $NEW_NODE_SERIAL)"
 PRESENTED=$(openssl s_client -connect "$SECONDREAD_WORKER_ADDR" -alpn h2 -CAfile "$T/ca.pem" \
   -cert "$T/node-grpc.pem" -key "$T/node-grpc.key" </dev/null 2>/dev/null | openssl x509 -noout -serial | cut -d= -f2)
@@ -186,7 +186,7 @@ PLAIN=$!
 for _ in $(seq 1 300); do grep -q '"worker_started"' "$WORK/plain-worker/worker.log" 2>/dev/null && break; sleep 0.2; done
 kill -TERM "$PLAIN" 2>/dev/null || true
 wait "$PLAIN" 2>/dev/null || true
-grep '"grpc_plaintext"' "$WORK/plain-worker/worker.log" | grep -q '"level":"warn"' ||
+grep '"grpc_plaintext"' "$WORK/plain-worker/worker.log" | grep >/dev/null '"level":"warn"' ||
   fail "a plaintext worker on loopback did not warn"
 pass "a worker on 0.0.0.0 and a node with an endpoint off loopback refuse to start without TLS; a plaintext worker on loopback warns"
 finish

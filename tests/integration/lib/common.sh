@@ -1,6 +1,10 @@
 # Shared helpers for integration tests; sourced by each *_test.sh.
 # Usage in a test:  source "$(dirname "$0")/lib/common.sh"; it_setup "$@"
 set -euo pipefail
+# Under pipefail, `producer | grep -q x` fails when grep stops at its first
+# match while the producer still writes (SIGPIPE). A grep that ends a
+# pipeline therefore reads everything (`grep x >/dev/null`), and long
+# output (container logs) is written to a file first.
 IT_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)"
 source "$IT_REPO/scripts/lib.sh"
 export TCP_NODELAY=1
