@@ -240,31 +240,6 @@ PY
   $PY "$IT_REPO/tools/gen_series.py" "$1" --modality "$3" --slices "$4" --rows 96 --columns 96 \
     --pixel-spacing 0.8,0.8 --spacing 1.5 --seed "$2" --lesion="$lesion" >/dev/null
 }
-upload_ids() {
-  local f
-  for f in "$@"; do
-    curl -fsS -X POST "$ORTHANC_URL/instances" --data-binary "@$f" | $PY -c 'import json,sys; print(json.load(sys.stdin)["ID"])'
-  done
-}
-store_job() {  # modality ids... -> Orthanc job id
-  local modality=$1; shift
-  $PY - "$ORTHANC_URL" "$modality" "$@" <<'PY'
-import json, sys, urllib.request
-base, modality, ids = sys.argv[1], sys.argv[2], sys.argv[3:]
-req = urllib.request.Request("%s/modalities/%s/store" % (base, modality),
-                             data=json.dumps({"Resources": ids, "Synchronous": False}).encode(), method="POST")
-print(json.load(urllib.request.urlopen(req, timeout=30))["ID"])
-PY
-}
-wait_job() {  # job id -> Success, Failure or timeout
-  local s
-  for _ in $(seq 1 600); do
-    s=$(curl -fsS "$ORTHANC_URL/jobs/$1" | $PY -c 'import json,sys; print(json.load(sys.stdin)["State"])')
-    case $s in Success|Failure) echo "$s"; return 0 ;; esac
-    sleep 0.2
-  done
-  echo timeout
-}
 study_of() { dcmdump +P StudyInstanceUID "$(ls "$1"/*.dcm | head -1)" | sed 's/.*\[\(.*\)\].*/\1/'; }
 held() {  # study holder -> instances of the study the holder acknowledged
   sql "SELECT count(*) FROM instances i JOIN series se ON se.id = i.series_ref JOIN studies st ON st.id = se.study_ref

@@ -78,35 +78,6 @@ PY
   $PY "$IT_REPO/tools/gen_series.py" "$1" --modality "$modality" --slices "$slices" --rows "$size" --columns "$size" \
     --pixel-spacing 0.7,0.7 --spacing 1.5 --seed "$2" --lesion="$lesion" >/dev/null
 }
-# Uploads the files to Orthanc; prints the Orthanc instance ids, in file order.
-upload_ids() {
-  local f
-  for f in "$@"; do
-    curl -fsS -X POST "$ORTHANC_URL/instances" --data-binary "@$f" |
-      $PY -c 'import json,sys; print(json.load(sys.stdin)["ID"])'
-  done
-}
-# Starts an Orthanc store job of the given instances to a modality; prints the job id.
-store_job() {  # modality ids...
-  local modality=$1; shift
-  $PY - "$ORTHANC_URL" "$modality" "$@" <<'PY'
-import json, sys, urllib.request
-base, modality, ids = sys.argv[1], sys.argv[2], sys.argv[3:]
-req = urllib.request.Request("%s/modalities/%s/store" % (base, modality),
-                             data=json.dumps({"Resources": ids, "Synchronous": False}).encode(), method="POST")
-print(json.load(urllib.request.urlopen(req, timeout=30))["ID"])
-PY
-}
-job_state() { curl -fsS "$ORTHANC_URL/jobs/$1" | $PY -c 'import json,sys; print(json.load(sys.stdin)["State"])'; }
-wait_job() {  # job-id -> final state
-  local s
-  for _ in $(seq 1 600); do
-    s=$(job_state "$1")
-    case $s in Success|Failure) echo "$s"; return 0 ;; esac
-    sleep 0.2
-  done
-  echo timeout
-}
 
 # ---- One study over two associations, one to each replica.
 gen_ct "$WORK/ct1" 41 CT 180 256

@@ -111,3 +111,35 @@ orthanc_stop() {  # dir
   wait "$pid" 2>/dev/null || true
   rm -f "$dir/orthanc.pid"
 }
+
+# Orthanc as the sender: the files uploaded to it, then sent to a configured
+# modality by a store job (one association per job), as a PACS routes.
+# Uploads the files; prints the Orthanc instance ids, in file order.
+upload_ids() {  # file...
+  local f
+  for f in "$@"; do
+    curl -fsS -X POST "$ORTHANC_URL/instances" --data-binary "@$f" |
+      $PY -c 'import json,sys; print(json.load(sys.stdin)["ID"])'
+  done
+}
+# Starts a store job of the given instances to a modality; prints the job id.
+store_job() {  # modality ids...
+  local modality=$1; shift
+  $PY - "$ORTHANC_URL" "$modality" "$@" <<'PY'
+import json, sys, urllib.request
+base, modality, ids = sys.argv[1], sys.argv[2], sys.argv[3:]
+req = urllib.request.Request("%s/modalities/%s/store" % (base, modality),
+                             data=json.dumps({"Resources": ids, "Synchronous": False}).encode(), method="POST")
+print(json.load(urllib.request.urlopen(req, timeout=30))["ID"])
+PY
+}
+# Waits for a job to end; prints Success, Failure or timeout (after 120 s).
+wait_job() {  # job-id
+  local s
+  for _ in $(seq 1 600); do
+    s=$(curl -fsS "$ORTHANC_URL/jobs/$1" | $PY -c 'import json,sys; print(json.load(sys.stdin)["State"])')
+    case $s in Success|Failure) echo "$s"; return 0 ;; esac
+    sleep 0.2
+  done
+  echo timeout
+}
