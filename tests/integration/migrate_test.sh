@@ -22,11 +22,16 @@ audit_actions_allowed() {
   done
 }
 audit_actions_allowed "after migrate"
+# Rows of the later actions stay in the append-only log through the roll
+# back; applying 0013 again (before 0014 allows purges again) must not trip
+# over them.
+sql "INSERT INTO audit_log (actor, role, action, remote_addr) VALUES ('secondread', 'system', 'purge_study', ''),
+     ('dr.lee', 'radiologist', 'sign_in', '127.0.0.1')" >/dev/null
 "$SECONDREAD_BIN" migrate "${CONFIG[@]}" --to 12 >/dev/null || fail "roll back to 12 failed"
 def=$(sql "select pg_get_constraintdef(oid) from pg_constraint where conname = 'audit_log_action_check'")
 grep -q "'sign_in'\|'purge_study'" <<<"$def" && fail "rolled back actions still allowed: $def"
 grep -q "'view_worklist'" <<<"$def" || fail "roll back removed an older action: $def"
-"$SECONDREAD_BIN" migrate "${CONFIG[@]}" >/dev/null || fail "re-apply after roll back failed"
+"$SECONDREAD_BIN" migrate "${CONFIG[@]}" >"$WORK/reapply.log" 2>&1 || fail "re-apply after roll back failed: $(tail -3 "$WORK/reapply.log")"
 audit_actions_allowed "after a roll back and re-apply"
 pass "audit_log's actions survive every migration and their roll back"
 
